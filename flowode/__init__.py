@@ -1,3 +1,18 @@
-"""flowode: ODE models of gradient descent at the edge of stability."""
+"""flowode: ODE models of gradient descent at the edge of stability.
 
-__version__ = "0.1.0"
+`simulate` runs GD and its flows (gradient, central, rod) side by side on any JAX
+loss and returns every trajectory as one xarray Dataset.
+"""
+
+from . import problems as problems
+from ._problem import Problem as Problem
+from ._results import load as load, save as save
+from ._simulate import FLOWS as FLOWS, simulate as simulate
+from ._spectral import hvp as hvp, third_contraction as third_contraction, top_eigs as top_eigs
+from ._version import __version__ as __version__
+from .flows import (
+    AbstractFlow as AbstractFlow,
+    AbstractProcess as AbstractProcess,
+    GradientDescent as GradientDescent,
+    GradientFlow as GradientFlow,
+)

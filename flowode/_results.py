@@ -1,0 +1,77 @@
+"""Assemble per-process records into the xarray Dataset of DESIGN §4, and read/write it."""
+
+import os
+
+import numpy as np
+import xarray as xr
+
+# Per-step variables every process has; others (rod_length, sigma, ...) are added as found.
+STEP_VARS = (
+    "loss",
+    "predicted_loss",
+    "sharpness",
+    "grad_norm",
+    "distance_to_gd",
+    "center_distance_to_gd",
+)
+COST_VARS = ("n_grad", "n_hvp", "n_third", "wall_time", "compile_time", "diverged_at")
+
+DESCRIPTIONS = {
+    "loss": "L at the process's own point (GD iterate, flow state, rod centre)",
+    "predicted_loss": "the process's prediction of time-averaged GD loss",
+    "sharpness": "largest Hessian eigenvalue at the process's point (not times lr)",
+    "eigs": "top Hessian eigenvalues at the process's point",
+    "grad_norm": "gradient norm at the process's point",
+    "distance_to_gd": "||w_GD(k) - predicted GD iterate(k)||",
+    "center_distance_to_gd": "||GD midpoint(k) - centre(k)||",
+    "params": "the process's own point, in ravel_pytree(w0) order",
+    "n_grad": "gradient evaluations of the process's dynamics",
+    "n_hvp": "Hessian-vector products of the process's dynamics",
+    "n_third": "third-derivative contractions of the process's dynamics",
+    "wall_time": "seconds of the compiled run, compilation excluded",
+    "compile_time": "seconds spent compiling the run (0 when the program was cached)",
+    "diverged_at": "first step with a non-finite state, -1 if none",
+}
+
+
+def build_dataset(records: dict[str, dict[str, np.ndarray]], attrs: dict) -> xr.Dataset:
+    """One Dataset from {flow label: {variable: array}}; missing variables are NaN.
+
+    Per-step variables have shape (steps+1,) or (steps+1, m) with m along `eig` or
+    `param`; cost variables are scalars.
+    """
+    labels = list(records)
+    names: list[str] = []
+    for rec in records.values():
+        names += [k for k in rec if k not in names]
+    n_step = len(next(iter(records.values()))["loss"])
+    data_vars = {}
+    for name in names:
+        sample = next(rec[name] for rec in records.values() if name in rec)
+        sample = np.asarray(sample)
+        if name in COST_VARS:
+            dims, shape = ("flow",), ()
+        elif sample.ndim == 1:
+            dims, shape = ("flow", "step"), (n_step,)
+        else:
+            dims, shape = ("flow", "step", "param" if name == "params" else "eig"), sample.shape
+        is_int = name in ("diverged_at", "n_grad", "n_hvp", "n_third")
+        fill, dtype = (-1, np.int64) if is_int else (np.nan, float)
+        arr = np.full((len(labels), *shape), fill, dtype=dtype)
+        for i, label in enumerate(labels):
+            if name in records[label]:
+                arr[i] = np.asarray(records[label][name])
+        data_vars[name] = xr.Variable(dims, arr, attrs={"description": DESCRIPTIONS.get(name, "")})
+    coords = {"flow": np.array(labels, dtype=object), "step": np.arange(n_step)}
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def save(ds: xr.Dataset, path: str | os.PathLike) -> None:
+    """Write a Dataset to netCDF4 (through h5netcdf)."""
+    ds.to_netcdf(path, engine="h5netcdf")
+
+
+def load(path: str | os.PathLike) -> xr.Dataset:
+    """Read a Dataset written by `save` (or `Dataset.to_netcdf`) fully into memory."""
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        return ds.load()

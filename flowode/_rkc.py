@@ -1,0 +1,201 @@
+"""Second-order Runge--Kutta--Chebyshev (RKC) solver for mildly to very stiff ODEs.
+
+Reference: B. P. Sommeijer, L. F. Shampine, J. G. Verwer, "RKC: an explicit solver for
+parabolic PDEs", J. Comput. Appl. Math. 88 (1998) 315--326.
+"""
+
+from collections.abc import Callable
+from typing import ClassVar
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.lax as lax
+import jax.numpy as jnp
+import jax.random as jr
+import jax.tree_util as jtu
+from diffrax import AbstractTerm, ThirdOrderHermitePolynomialInterpolation
+from jaxtyping import Array, ArrayLike, Float, Int, PyTree
+
+_EPS = 2.0 / 13.0  # damping parameter of the stability polynomial
+
+
+def _axpy(*pairs: tuple[ArrayLike, PyTree]) -> PyTree:
+    """sum_i a_i * x_i over pytrees x_i (all with the structure of the first)."""
+    coeffs, trees = zip(*pairs, strict=True)
+
+    def _leaf(*xs):
+        return sum(jnp.asarray(c, x.dtype) * x for c, x in zip(coeffs, xs, strict=True))
+
+    return jtu.tree_map(_leaf, *trees)
+
+
+def _norm(tree: PyTree[Array]) -> Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.abs(x) ** 2) for x in jtu.tree_leaves(tree)))
+
+
+def _real_dtype(y: PyTree[Array]):
+    return jnp.finfo(jnp.result_type(*jtu.tree_leaves(y))).dtype
+
+
+class RKCState(eqx.Module):
+    """Solver state of [`RKC2`][], at the start of the next step.
+
+    - `f0`: vector field at the current point (first-same-as-last).
+    - `direction`: unit-norm dominant direction of the Jacobian from the power iteration
+        (`None` when a fixed `spectral_radius` is given).
+    - `spectral_radius`: spectral radius of the Jacobian used by the last accepted step,
+        per unit time (power-iteration estimate times `safety`, or the user's value).
+    - `num_stages`: number of stages used by the last accepted step.
+    - `num_vf`: vector-field evaluations made so far (int32).
+    - `num_jvp`: Jacobian-vector products made so far (int32).
+
+    diffrax rolls the solver state back on rejected steps, so the counters count the
+    work of accepted steps (and of `init`) only.
+    """
+
+    f0: PyTree[Array]
+    direction: PyTree[Array] | None
+    spectral_radius: Float[Array, ""]
+    num_stages: Int[Array, ""]
+    num_vf: Int[Array, ""]
+    num_jvp: Int[Array, ""]
+
+
+class RKC2(diffrax.AbstractAdaptiveSolver[RKCState]):
+    """Second-order Runge--Kutta--Chebyshev method with damping 2/13.
+
+    Explicit and stabilised: with `s` stages (one vector-field evaluation each) the
+    real stability interval is about `[-0.65 s^2, 0]`, so stiff problems whose Jacobian
+    has a (near-)real spectrum cost like `sqrt(h * rho)` per step rather than
+    `h * rho`. The number of stages is chosen per step from an estimate `rho` of the
+    Jacobian's spectral radius, obtained by a power iteration on Jacobian-vector products
+    warm-started from the previous step (or from a user-supplied `spectral_radius`).
+    Has an embedded error estimate of local order 3, FSAL, and third-order Hermite
+    interpolation for dense/ts output. Intended for ODEs (`diffrax.ODETerm`). Reverse-mode
+    differentiation through a step is unsupported (the stage loop has a dynamic length).
+
+    Work counters are in the solver state, see [`RKCState`][]; read them with
+    `diffrax.SaveAt(..., solver_state=True)` and `sol.solver_state.num_vf` etc.
+    """
+
+    term_structure: ClassVar = AbstractTerm
+    interpolation_cls: ClassVar[Callable[..., ThirdOrderHermitePolynomialInterpolation]] = (
+        ThirdOrderHermitePolynomialInterpolation
+    )
+
+    max_stages: int = 200
+    power_iterations: int = 3
+    init_power_iterations: int = 20
+    safety: float = 1.2
+    spectral_radius: Callable[..., ArrayLike] | None = None
+
+    def order(self, terms):
+        return 2
+
+    def error_order(self, terms):
+        return 3
+
+    def func(self, terms: AbstractTerm, t0, y0, args):
+        return terms.vf(t0, y0, args)
+
+    def _power_iteration(self, terms, t0, t1, y0, args, v, n):
+        """`n` power iterations on the Jacobian of `y -> h F(t0, y)`; returns (v, |h|rho)."""
+        control = terms.contr(t0, t1)
+        _, jvp = jax.linearize(lambda y: terms.vf_prod(t0, y, args, control), y0)
+
+        def body(_, carry):
+            v, _ = carry
+            w = jvp(v)
+            nw = _norm(w)
+            ok = jnp.isfinite(nw) & (nw > 0)
+            v = jtu.tree_map(lambda a, b: jnp.where(ok, a / jnp.where(ok, nw, 1), b), w, v)
+            return v, jnp.where(jnp.isfinite(nw), nw, 0).astype(_real_dtype(y0))
+
+        return lax.fori_loop(0, n, body, (v, jnp.zeros((), _real_dtype(y0))))
+
+    def init(self, terms: AbstractTerm, t0, t1, y0, args) -> RKCState:
+        dtype = _real_dtype(y0)
+        f0 = terms.vf(t0, y0, args)
+        num_jvp = 0
+        if self.spectral_radius is None:
+            leaves, treedef = jtu.tree_flatten(y0)
+            keys = jr.split(jr.PRNGKey(0), len(leaves))
+            v = [jr.normal(k, jnp.shape(x), dtype).astype(x.dtype) for k, x in zip(keys, leaves, strict=True)]
+            v = jtu.tree_unflatten(treedef, v)
+            v = jtu.tree_map(lambda x: x / _norm(v), v)
+            v, _ = self._power_iteration(terms, t0, t1, y0, args, v, self.init_power_iterations)
+            num_jvp = self.init_power_iterations
+        else:
+            v = None
+        zero = jnp.zeros((), jnp.int32)
+        return RKCState(f0, v, jnp.zeros((), dtype), zero, zero + 1, zero + num_jvp)
+
+    def step(self, terms: AbstractTerm, t0, t1, y0, args, solver_state: RKCState, made_jump):
+        st = solver_state
+        dtype = _real_dtype(y0)
+        made_jump = jnp.asarray(made_jump)
+        f0 = lax.cond(made_jump, lambda: terms.vf(t0, y0, args), lambda: st.f0)
+        num_vf = st.num_vf + made_jump.astype(jnp.int32)
+        h = jnp.asarray(t1 - t0)
+        abs_h = jnp.abs(h).astype(dtype)
+
+        # Spectral radius of the Jacobian, times |h|.
+        v, num_jvp = st.direction, st.num_jvp
+        if self.spectral_radius is None:
+            v, h_rho = self._power_iteration(terms, t0, t1, y0, args, v, self.power_iterations)
+            h_rho = self.safety * h_rho
+            num_jvp = num_jvp + self.power_iterations
+        else:
+            h_rho = abs_h * jnp.abs(jnp.asarray(self.spectral_radius(t0, y0, args), dtype))
+        s = 1 + jnp.floor(jnp.sqrt(1 + 1.54 * h_rho)).astype(jnp.int32)
+        s = jnp.clip(s, 2, self.max_stages)
+
+        # w0 = 1 + eps/s^2; w1 = T_s'(w0) / T_s''(w0), by the Chebyshev recursions.
+        w0 = 1 + _EPS / s.astype(dtype) ** 2
+
+        def cheb(_, c):
+            (z1, z2), (dz1, dz2), (d2z1, d2z2) = c
+            return (
+                (2 * w0 * z1 - z2, z1),
+                (2 * w0 * dz1 - dz2 + 2 * z1, dz1),
+                (2 * w0 * d2z1 - d2z2 + 4 * dz1, d2z1),
+            )
+
+        one, zero = jnp.ones((), dtype), jnp.zeros((), dtype)
+        cheb0 = ((w0, one), (one, zero), (zero, zero))  # (T_j, T_{j-1}) etc. at j = 1
+        _, (dzs, _), (d2zs, _) = lax.fori_loop(1, s, cheb, cheb0)
+        w1 = dzs / d2zs
+
+        # Stage recursion: Y_j = (1-mu-nu) y0 + mu Y_{j-1} + nu Y_{j-2}
+        #                        + mus h F(Y_{j-1}) - a_{j-1} mus h F(y0).
+        control = terms.contr(t0, t1)
+        k0 = terms.prod(f0, control)
+        b1 = 1 / (2 * w0) ** 2  # b_0 = b_1 = b_2
+        y1 = _axpy((1, y0), (w1 * b1, k0))
+
+        def stage(j, c):
+            yjm1, yjm2, (th1, th2), (b1, b2), cheb_c = c
+            (z1, _), (dz1, _), _ = cheb_c
+            cheb_c = cheb(j, cheb_c)
+            (zj, _), (dzj, _), (d2zj, _) = cheb_c
+            bj = d2zj / dzj**2
+            a1 = 1 - z1 * b1
+            mu = 2 * w0 * bj / b1
+            nu = -bj / b2
+            mus = mu * w1 / w0
+            k = terms.vf_prod(t0 + th1.astype(h.dtype) * h, yjm1, args, control)
+            yj = _axpy((1 - mu - nu, y0), (mu, yjm1), (nu, yjm2), (mus, k), (-a1 * mus, k0))
+            thj = mu * th1 + nu * th2 + mus * (1 - a1)
+            return yj, yjm1, (thj, th1), (bj, b1), cheb_c
+
+        carry = (y1, y0, (w1 * b1, zero), (b1, b1), cheb0)
+        y1 = lax.fori_loop(2, s + 1, stage, carry)[0]
+
+        f1 = terms.vf(t1, y1, args)
+        k1 = terms.prod(f1, control)
+        y_error = _axpy((12 / 15, y0), (-12 / 15, y1), (6 / 15, k0), (6 / 15, k1))
+        dense_info = dict(y0=y0, y1=y1, k0=k0, k1=k1)
+        rho = h_rho / jnp.where(abs_h > 0, abs_h, 1)
+        state = RKCState(f1, v, rho, s, num_vf + s, num_jvp)
+        return y1, y_error, dense_info, state, diffrax.RESULTS.successful

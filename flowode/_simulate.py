@@ -1,0 +1,196 @@
+"""`simulate`: run GD and its flows from the same start and return one Dataset."""
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+
+from ._observe import observe
+from ._problem import Problem
+from ._results import build_dataset
+from ._version import __version__
+from .flows import AbstractFlow, AbstractProcess, GradientDescent, GradientFlow, midpoints
+
+FLOWS: dict[str, type[AbstractProcess]] = {
+    "gd": GradientDescent,
+    "gradient": GradientFlow,
+}
+
+# Compiled programs, keyed by process, loss, settings and argument shapes.
+_PROGRAMS: dict[Any, Any] = {}
+
+
+def _signature(tree) -> tuple:
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return (treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
+
+
+def _compiled(key, fn, *args):
+    """AOT-compile `fn(*args)` once per key; returns (executable, compile seconds)."""
+    key = (key, _signature(args))
+    try:
+        hit = _PROGRAMS.get(key)
+    except TypeError:  # an unhashable setting: compile every time
+        key, hit = None, None
+    if hit is not None:
+        return hit, 0.0
+    start = time.perf_counter()
+    program = jax.jit(fn).lower(*args).compile()
+    elapsed = time.perf_counter() - start
+    if key is not None:
+        _PROGRAMS[key] = program
+    return program, elapsed
+
+
+def _timed(program, *args):
+    start = time.perf_counter()
+    out = jax.block_until_ready(program(*args))
+    return out, time.perf_counter() - start
+
+
+def _resolve(flows) -> list[AbstractProcess]:
+    if isinstance(flows, str | AbstractProcess):
+        flows = (flows,)
+    out: list[AbstractProcess] = []
+    for flow in flows:
+        if isinstance(flow, str):
+            if flow not in FLOWS:
+                raise ValueError(
+                    f"Unknown flow {flow!r}. Valid names: {', '.join(sorted(FLOWS))}."
+                )
+            flow = FLOWS[flow]()
+        elif not isinstance(flow, AbstractProcess):
+            raise TypeError(f"flows must hold flow names or flow objects, got {flow!r}.")
+        if any(p.name == flow.name for p in out):
+            raise ValueError(f"Flow {flow.name!r} is given twice.")
+        out.append(flow)
+    if not any(isinstance(p, GradientDescent) for p in out):
+        out.insert(0, GradientDescent())  # the reference every distance is measured to
+    return out
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+
+
+def _first_nonfinite(*arrays) -> int:
+    bad = np.zeros(len(arrays[0]), dtype=bool)
+    for a in arrays:
+        a = np.asarray(a).reshape(len(a), -1)
+        bad |= ~np.all(np.isfinite(a), axis=1)
+    return int(np.argmax(bad)) if bad.any() else -1
+
+
+def simulate(
+    problem: Problem,
+    *,
+    lr: float,
+    steps: int,
+    flows: Sequence[str | AbstractProcess] = ("gd", "gradient"),
+    eig_k: int = 1,
+    eig_every: int = 1,
+    save_params: bool = False,
+    progress: bool | None = None,
+) -> xr.Dataset:
+    """Run GD and the given flows on `problem` for `steps` GD steps at learning rate `lr`.
+
+    Every process starts from `problem.w0`; GD always runs, as the reference. Returns a
+    Dataset with dims `flow` and `step` (0..steps), `eig` (eig_k top eigenvalues) and,
+    with `save_params=True`, `param`. `progress` shows a bar for each flow's solve
+    (default: on for runs of 5000 steps or more). A diverging process does not raise: its
+    `diverged_at` is the first non-finite step, and its values before that are kept.
+    """
+    if not isinstance(problem, Problem):
+        raise TypeError(f"simulate needs a flowode.Problem, got {type(problem).__name__}.")
+    try:
+        lr_value = float(lr)
+    except (TypeError, ValueError):
+        raise ValueError(f"lr must be a positive number, got {lr!r}.") from None
+    if not (np.isfinite(lr_value) and lr_value > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}.")
+    _check_positive_int("steps", steps)
+    _check_positive_int("eig_k", eig_k)
+    _check_positive_int("eig_every", eig_every)
+    processes = _resolve(flows)
+    progress = steps >= 5000 if progress is None else progress
+
+    f, w0, data = problem.flat_loss, problem.flat_w0, problem.data
+    lr_arr = jnp.asarray(lr_value, dtype=w0.dtype)
+    records: dict[str, dict[str, np.ndarray]] = {}
+    centers: dict[str, Any] = {}
+    attrs: dict[str, Any] = {
+        "lr": lr_value,
+        "steps": int(steps),
+        "problem": problem.name,
+        "n_params": problem.n_params,
+        "dtype": str(w0.dtype),
+        "eig_k": int(eig_k),
+        "eig_every": int(eig_every),
+        "flowode_version": __version__,
+    }
+
+    def observed(process, states):
+        key = ("observe", process, f, steps, eig_k, eig_every)
+        fn = lambda s, lr, d: observe(process, f, s, lr, d, eig_k=eig_k, eig_every=eig_every)
+        program, _ = _compiled(key, fn, states, lr_arr, data)
+        return jax.device_get(program(states, lr_arr, data))
+
+    for process in processes:
+        kwargs = {}
+        if isinstance(process, AbstractFlow) and progress:
+            kwargs["progress_meter"] = diffrax.TqdmProgressMeter()
+        key = ("run", process, f, steps, progress)
+        run = lambda w, lr, d, p=process, kw=kwargs: p.run(f, w, lr, d, steps, **kw)
+        program, compile_time = _compiled(key, run, w0, lr_arr, data)
+        (states, counts, result), wall = _timed(program, w0, lr_arr, data)
+        costs = {
+            "n_grad": int(counts.n_grad),
+            "n_hvp": int(counts.n_hvp),
+            "n_third": int(counts.n_third),
+            "wall_time": wall,
+            "compile_time": compile_time,
+        }
+        for name, value in process.describe().items():
+            attrs[f"{process.name}_{name}"] = value
+        if result is not None:
+            attrs[f"{process.name}_status"] = _status(result)
+        if isinstance(process, GradientDescent):
+            gd_states = states
+            states = states[:-1]
+            mid = midpoints(gd_states)
+            records[process.name] = {**observed(process, states), **costs}
+            records["midpoint"] = {**observed(process, mid), **costs}
+            records["midpoint"]["n_grad"] += 1  # it needs one step beyond the last
+        else:
+            records[process.name] = {**observed(process, states), **costs}
+
+    # Distances to GD (iterates) and to its midpoint process (centres).
+    gd = records["gd"]["center"]
+    gd_mid = records["midpoint"]["center"]
+    for label, rec in records.items():
+        with np.errstate(all="ignore"):  # diverged processes give inf - inf
+            rec["distance_to_gd"] = np.linalg.norm(rec.pop("iterate") - gd, axis=-1)
+            rec["center_distance_to_gd"] = np.linalg.norm(rec["center"] - gd_mid, axis=-1)
+        rec["sharpness"] = rec["eigs"][:, 0]
+        rec["diverged_at"] = _first_nonfinite(rec["center"], rec["loss"])
+        rec.pop("observe_hvps")
+        centers[label] = rec.pop("center")
+        if save_params:
+            rec["params"] = centers[label]
+    return build_dataset(records, attrs)
+
+
+def _status(result) -> str:
+    if result == diffrax.RESULTS.successful:
+        return "successful"
+    if result == diffrax.RESULTS.event_occurred:
+        return "stopped: the state diverged (non-finite or past the blow-up bound)"
+    return diffrax.RESULTS[result]
+
+

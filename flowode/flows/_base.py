@@ -1,0 +1,142 @@
+"""Abstract processes: discrete GD and the ODE flows that model it share one interface.
+
+A process turns (loss, w0, lr, data, steps) into its states at GD steps 0..steps.
+It then says, per saved state, where its centre is (the point it sits at), which
+GD iterate it predicts, and any predictions of its own (`observables`).
+"""
+
+import abc
+from typing import Any, ClassVar
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PyTree, Scalar
+
+from .._spectral import FlatLoss, OracleCounts
+
+State = PyTree[Array]
+
+
+class AbstractProcess(eqx.Module):
+    """A process run from w0 for a number of GD steps; time is counted in GD steps."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def run(
+        self, f: FlatLoss, w0: Float[Array, " n"], lr: Scalar, data: PyTree, steps: int
+    ) -> tuple[State, OracleCounts, Any]:
+        """States at steps 0..steps (leading axis steps+1), oracle counts, status code."""
+
+    @abc.abstractmethod
+    def center(self, state: State) -> Float[Array, " n"]:
+        """The point the process sits at: its loss and sharpness are taken here."""
+
+    def iterate(self, t: Scalar, state: State) -> Float[Array, " n"]:
+        """The process's prediction of GD's iterate w_t (default: its centre)."""
+        return self.center(state)
+
+    def observables(
+        self,
+        f: FlatLoss,
+        t: Scalar,
+        state: State,
+        U: Float[Array, "n k"],
+        lr: Scalar,
+        data: PyTree,
+    ) -> dict[str, Array]:
+        """Per-step predictions (scalars or small arrays). `U`: top Hessian eigenvectors."""
+        return {"predicted_loss": f(self.center(state), data)}
+
+    def describe(self) -> dict[str, str]:
+        """Solver settings recorded in the Dataset's attributes."""
+        return {}
+
+
+def _is_finite_tree(y: State) -> Array:
+    leaves = jax.tree_util.tree_leaves(y)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def _tree_norm(y: State) -> Array:
+    leaves = jax.tree_util.tree_leaves(y)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in leaves))
+
+
+class AbstractFlow(AbstractProcess):
+    """An ODE dy/dt = F(y) in GD-step time, integrated by diffrax and saved at integer steps.
+
+    Subclasses give the state (`init`), the vector field and the centre. The solve stops
+    early, without raising, once the state is non-finite or grows past `blowup` times its
+    start: the states after that are saved as non-finite, which `simulate` reports as
+    divergence.
+    """
+
+    solver: eqx.AbstractVar[diffrax.AbstractSolver]
+    stepsize_controller: eqx.AbstractVar[diffrax.AbstractStepSizeController]
+    dt0: eqx.AbstractVar[float | None]
+    max_steps_per_gd_step: eqx.AbstractVar[int]
+    blowup: eqx.AbstractVar[float]
+
+    # How many gradients and HVPs one evaluation / one JVP of the vector field costs.
+    grads_per_eval: ClassVar[int] = 1
+    hvps_per_jvp: ClassVar[int] = 1
+
+    @abc.abstractmethod
+    def init(self, f: FlatLoss, w0: Float[Array, " n"], lr: Scalar, data: PyTree) -> State:
+        """The flow's state at t = 0."""
+
+    @abc.abstractmethod
+    def vector_field(self, f: FlatLoss, t: Scalar, y: State, lr: Scalar, data: PyTree) -> State:
+        """dy/dt at time t (in GD steps)."""
+
+    def run(self, f, w0, lr, data, steps, progress_meter=diffrax.NoProgressMeter()):
+        y0 = self.init(f, w0, lr, data)
+        scale = self.blowup * (1.0 + _tree_norm(y0))
+
+        def diverged(t, y, args, **kwargs):
+            return jnp.logical_not(_is_finite_tree(y)) | (_tree_norm(y) > scale)
+
+        term = diffrax.ODETerm(lambda t, y, args: self.vector_field(f, t, y, *args))
+        ts = jnp.arange(steps + 1, dtype=w0.dtype)
+        sol = diffrax.diffeqsolve(
+            term,
+            self.solver,
+            t0=0.0,
+            t1=float(steps),
+            dt0=self.dt0,
+            y0=y0,
+            args=(lr, data),
+            saveat=diffrax.SaveAt(ts=ts, solver_state=True),
+            stepsize_controller=self.stepsize_controller,
+            event=diffrax.Event(diverged),
+            max_steps=self.max_steps_per_gd_step * steps + 1000,
+            throw=False,
+            progress_meter=progress_meter,
+        )
+        return sol.ys, self._counts(sol), sol.result
+
+    def _counts(self, sol: diffrax.Solution) -> OracleCounts:
+        """Gradient and HVP counts from the solver's own counters, or from its tableau."""
+        state = sol.solver_state
+        if hasattr(state, "n_evals"):  # flowode's RKC2 counts exactly
+            n_eval, n_jvp = state.n_evals, state.n_jvps
+        else:
+            tableau = getattr(self.solver, "tableau", None)
+            stages = len(tableau.c) + 1 if tableau is not None else 1
+            if tableau is not None and getattr(tableau, "fsal", False):
+                stages -= 1
+            n_eval, n_jvp = 1 + stages * sol.stats["num_steps"], 0
+        return OracleCounts(
+            n_grad=self.grads_per_eval * n_eval, n_hvp=self.hvps_per_jvp * n_jvp, n_third=0
+        )
+
+    def describe(self):
+        ctrl = self.stepsize_controller
+        out = {"solver": type(self.solver).__name__, "controller": type(ctrl).__name__}
+        for tol in ("rtol", "atol"):
+            if hasattr(ctrl, tol):
+                out[tol] = str(getattr(ctrl, tol))
+        return out

@@ -1,0 +1,44 @@
+"""Discrete gradient descent, the process every flow is judged against."""
+
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._spectral import OracleCounts
+from ._base import AbstractProcess
+
+
+class GradientDescent(AbstractProcess):
+    """w_{k+1} = w_k − η∇L(w_k), run as one `lax.scan`.
+
+    `run` returns steps+2 iterates: the extra last one defines the midpoint process
+    w*_k = (w_{k−1} + 2w_k + w_{k+1})/4 at the final step (see `midpoints`).
+    """
+
+    name: ClassVar[str] = "gd"
+
+    def run(self, f, w0, lr, data, steps):
+        grad = jax.grad(f)
+
+        def step(w, _):
+            return w - lr * grad(w, data), w
+
+        w_last, ws = jax.lax.scan(step, w0, None, length=steps + 1)
+        ws = jnp.concatenate([ws, w_last[None]])  # (steps + 2, n)
+        return ws, OracleCounts(n_grad=steps), None
+
+    def center(self, state):
+        return state
+
+
+def midpoints(ws: Float[Array, "k2 n"]) -> Float[Array, "k1 n"]:
+    """GD's midpoint process w*_k = (w_{k−1} + 2w_k + w_{k+1})/4, k = 0..K, from K+2 iterates.
+
+    At k = 0, where w_{−1} does not exist, w*_0 = (w_0 + w_1)/2: the centre of the
+    first rod, which is also where rod flow starts.
+    """
+    first = 0.5 * (ws[0] + ws[1])
+    rest = 0.25 * (ws[:-2] + 2 * ws[1:-1] + ws[2:])  # k = 1..K
+    return jnp.concatenate([first[None], rest])

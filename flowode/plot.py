@@ -1,0 +1,75 @@
+"""Standard figures from a `simulate` Dataset (and nothing else): loss, sharpness, distance."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+
+STYLE = {
+    "gd": dict(color="0.55", lw=0.8, label="GD"),
+    "midpoint": dict(color="black", lw=1.2, ls=":", label="GD midpoint"),
+    "gradient": dict(color="tab:red", lw=1.6, label="gradient flow"),
+    "central": dict(color="tab:blue", lw=1.6, label="central flow"),
+    "rod": dict(color="tab:green", lw=1.6, label="rod flow"),
+}
+
+
+def _style(flow: str) -> dict:
+    return STYLE.get(flow, dict(lw=1.4, label=flow))
+
+
+def loss(ds: xr.Dataset, ax=None, *, predicted: bool = True):
+    """Loss per process (solid) and each flow's predicted GD loss (dashed)."""
+    ax = ax or plt.gca()
+    for flow in ds.flow.values:
+        st = _style(flow)
+        ax.plot(ds.step, ds.loss.sel(flow=flow), **st)
+        if predicted and flow not in ("gd", "midpoint"):
+            pred = ds.predicted_loss.sel(flow=flow)
+            if not np.allclose(pred, ds.loss.sel(flow=flow), equal_nan=True):
+                ax.plot(ds.step, pred, **{**st, "ls": "--", "label": f"{st['label']} (predicted)"})
+    ax.set(xlabel="step", ylabel="loss", yscale="log", title="train loss")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def sharpness(ds: xr.Dataset, ax=None):
+    """Sharpness per process against the stability threshold 2/η."""
+    ax = ax or plt.gca()
+    for flow in ds.flow.values:
+        if flow == "midpoint":
+            continue
+        ax.plot(ds.step, ds.sharpness.sel(flow=flow), **_style(flow))
+    ax.axhline(2.0 / ds.attrs["lr"], color="k", ls="--", lw=1, label="2/η")
+    ax.set(xlabel="step", ylabel="sharpness λ₁(H)", title="sharpness")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def distance(ds: xr.Dataset, ax=None):
+    """Distance of each flow's predicted iterate to GD's iterate."""
+    ax = ax or plt.gca()
+    for flow in ds.flow.values:
+        if flow == "gd":
+            continue
+        d = ds.distance_to_gd.sel(flow=flow)
+        ax.plot(ds.step, np.maximum(d, 1e-12), **_style(flow))
+    ax.set(xlabel="step", ylabel="‖w_GD − ŵ‖", yscale="log", title="distance to GD")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def overview(ds: xr.Dataset, path=None):
+    """Loss, sharpness and distance to GD side by side; saved as PNG when `path` is given.
+
+    Built on a bare `Figure`, so it works headless and leaves pyplot's state alone.
+    """
+    fig = Figure(figsize=(15, 4.2), layout="constrained")
+    axes = fig.subplots(1, 3)
+    loss(ds, axes[0])
+    sharpness(ds, axes[1])
+    distance(ds, axes[2])
+    fig.suptitle(f"{ds.attrs.get('problem', '')}, η = {ds.attrs['lr']:g}")
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

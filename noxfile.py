@@ -1,0 +1,52 @@
+"""Sessions: tests, slow, demo, figures, bench, lint."""
+
+import glob
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+@nox.session
+def tests(session):
+    """The default test suite (under ~10 minutes on 2 CPU cores)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def slow(session):
+    """Long-running tests, marked `slow`."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "-q", "-m", "slow", *session.posargs)
+
+
+@nox.session
+def demo(session):
+    """The main job on the built-in default: quartic toy and MLP with every flow."""
+    session.install("-e", ".")
+    session.run("flowode", "demo", "--outdir", "out", *session.posargs)
+
+
+@nox.session
+def figures(session):
+    """Regenerate every PNG in paper_figures/."""
+    session.install("-e", ".")
+    for script in sorted(glob.glob("paper_figures/*.py")):
+        session.run("python", script)
+
+
+@nox.session
+def bench(session):
+    """Cost benchmarks; prints one table per benchmark."""
+    session.install("-e", ".")
+    for script in sorted(glob.glob("benchmarks/bench_*.py")):
+        session.run("python", script, *session.posargs)
+
+
+@nox.session
+def lint(session):
+    session.install("ruff")
+    session.run("ruff", "check", "flowode", "tests", "benchmarks", "paper_figures", "noxfile.py")
+    session.run("ruff", "format", "--check", "flowode", "tests", "benchmarks", "paper_figures")

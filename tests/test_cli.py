@@ -1,0 +1,25 @@
+import xarray as xr
+
+from flowode.cli import main
+
+
+def test_run_writes_netcdf_and_png(tmp_path, capsys):
+    out, png = tmp_path / "q.nc", tmp_path / "q.png"
+    rc = main(["run", "--problem", "quartic", "--steps", "20", "--flows", "gd,gradient",
+               "-o", str(out), "--plot", str(png)])
+    assert rc == 0
+    ds = xr.load_dataset(out, engine="h5netcdf")
+    assert list(ds.flow.values) == ["gd", "midpoint", "gradient"]
+    assert png.stat().st_size > 10_000
+    assert "gradient" in capsys.readouterr().out
+
+
+def test_unknown_problem_is_a_clean_error(capsys):
+    assert main(["run", "--problem", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown problem 'nope'" in err and "Traceback" not in err
+
+
+def test_unknown_flow_is_a_clean_error(capsys):
+    assert main(["run", "--problem", "quartic", "--steps", "5", "--flows", "gd,bogus"]) == 2
+    assert "Unknown flow 'bogus'" in capsys.readouterr().err

@@ -1,0 +1,84 @@
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import xarray as xr
+
+import flowode as fo
+
+
+@pytest.fixture(scope="module")
+def toy_ds():
+    return fo.simulate(fo.problems.softening_quartic(), lr=1.0, steps=40,
+                       flows=("gd", "gradient"), eig_k=2, save_params=True)
+
+
+def test_dataset_layout(toy_ds):
+    ds = toy_ds
+    assert list(ds.flow.values) == ["gd", "midpoint", "gradient"]
+    assert ds.sizes["step"] == 41 and ds.sizes["eig"] == 2 and ds.sizes["param"] == 2
+    for name in ("loss", "predicted_loss", "sharpness", "grad_norm", "distance_to_gd",
+                 "center_distance_to_gd"):
+        assert ds[name].dims == ("flow", "step"), name
+    for name in ("n_grad", "n_hvp", "n_third", "wall_time", "compile_time", "diverged_at"):
+        assert ds[name].dims == ("flow",), name
+    assert ds.eigs.dims == ("flow", "step", "eig")
+    assert ds.params.dims == ("flow", "step", "param")
+    for key in ("lr", "steps", "problem", "dtype", "flowode_version", "gradient_solver",
+                "gradient_rtol"):
+        assert key in ds.attrs, key
+    # Distances are consistent with the saved parameters.
+    gd = ds.params.sel(flow="gd")
+    d = np.linalg.norm(ds.params.sel(flow="gradient") - gd, axis=-1)
+    np.testing.assert_allclose(ds.distance_to_gd.sel(flow="gradient"), d, rtol=1e-5)
+    assert float(ds.distance_to_gd.sel(flow="gd").max()) == 0.0
+    np.testing.assert_array_equal(ds.sharpness, ds.eigs.isel(eig=0))
+
+
+def test_netcdf_roundtrip(toy_ds, tmp_path):
+    path = tmp_path / "run.nc"
+    fo.save(toy_ds, path)
+    xr.testing.assert_identical(fo.load(path), toy_ds)
+    toy_ds.to_netcdf(tmp_path / "plain.nc", engine="h5netcdf")
+    xr.testing.assert_identical(xr.load_dataset(tmp_path / "plain.nc", engine="h5netcdf"), toy_ds)
+
+
+def test_second_simulate_does_not_recompile():
+    p = fo.problems.quadratic([1.0, 4.0])
+    first = fo.simulate(p, lr=0.1, steps=30)
+    second = fo.simulate(p, lr=0.2, steps=30)  # a new lr is a traced argument
+    assert float(first.compile_time.sel(flow="gradient")) > 0
+    assert float(second.compile_time.max()) == 0.0
+
+
+@pytest.mark.parametrize("lr", [0.0, -0.1, float("nan"), "fast"])
+def test_bad_lr(lr):
+    with pytest.raises(ValueError, match="lr must be a positive"):
+        fo.simulate(fo.problems.quadratic(), lr=lr, steps=10)
+
+
+@pytest.mark.parametrize("steps", [0, -3, 2.5])
+def test_bad_steps(steps):
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        fo.simulate(fo.problems.quadratic(), lr=0.1, steps=steps)
+
+
+def test_unknown_flow_lists_valid_names():
+    with pytest.raises(ValueError, match="Unknown flow 'sgd'.*gd.*gradient"):
+        fo.simulate(fo.problems.quadratic(), lr=0.1, steps=10, flows=("gd", "sgd"))
+
+
+def test_diverging_flow_is_reported(x64):
+    # η·λ = 2.5 on a quadratic: GD diverges, gradient flow converges.
+    ds = fo.simulate(fo.problems.quadratic([25.0], dtype=jnp.float64), lr=0.1, steps=900)
+    assert int(ds.diverged_at.sel(flow="gd")) > 0
+    assert int(ds.diverged_at.sel(flow="gradient")) == -1
+
+
+def test_gradient_flow_blowup_stops_early_and_keeps_prefix(x64):
+    # L = -w^4/4 - w: gradient flow reaches infinity in finite time.
+    p = fo.Problem(lambda w: -0.25 * jnp.sum(w**4) - jnp.sum(w), jnp.array([1.0]))
+    ds = fo.simulate(p, lr=0.1, steps=50, flows=("gradient",))
+    at = int(ds.diverged_at.sel(flow="gradient"))
+    assert 0 < at < 50
+    assert np.all(np.isfinite(ds.loss.sel(flow="gradient")[:at]))
+    assert "diverged" in ds.attrs["gradient_status"]

@@ -1,0 +1,58 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flowode as fo
+from flowode._spectral import initial_basis, top_eigs
+
+
+@pytest.fixture
+def mlp64(x64):
+    return fo.problems.mlp_regression(dtype=jnp.float64)
+
+
+def test_hvp_matches_dense_hessian(mlp64):
+    p = mlp64
+    w, v = p.flat_w0, jax.random.normal(jax.random.key(1), p.flat_w0.shape, jnp.float64)
+    H = jax.hessian(p.flat_loss)(w, p.data)
+    np.testing.assert_allclose(fo.hvp(p.flat_loss, w, v, p.data), H @ v, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_top_eigs_match_dense_eigh_on_433_parameter_mlp(mlp64, k):
+    p = mlp64
+    assert p.n_params == 433
+    # Somewhere sharper than the start: 300 GD steps in.
+    w = p.flat_w0
+    g = jax.jit(jax.grad(p.flat_loss))
+    for _ in range(300):
+        w = w - 0.1 * g(w, p.data)
+    dense = np.linalg.eigvalsh(np.asarray(jax.hessian(p.flat_loss)(w, p.data)))[::-1][:k]
+    evals, U, n_hvp = top_eigs(p.flat_loss, w, initial_basis(p.n_params, k, w.dtype), p.data)
+    np.testing.assert_allclose(evals, dense, rtol=1e-4)
+    # Warm start from the converged basis converges at once.
+    evals2, _, n_hvp2 = top_eigs(p.flat_loss, w, U, p.data)
+    np.testing.assert_allclose(evals2, dense, rtol=1e-4)
+    assert int(n_hvp2) < int(n_hvp)
+
+
+def test_top_eigs_dense_path_on_small_problem(x64):
+    lam = jnp.array([3.0, -7.0, 1.0, 2.0])
+    f = lambda w, d: 0.5 * jnp.sum(lam * w**2)
+    evals, U, _ = top_eigs(f, jnp.ones(4), initial_basis(4, 2, jnp.float64))
+    np.testing.assert_allclose(evals, [3.0, 2.0])
+    assert abs(float(U[0, 0])) == pytest.approx(1.0)
+
+
+def test_third_contraction_matches_finite_differences(x64):
+    f = lambda w, d: jnp.sum(jnp.sin(w) * w[::-1]) + jnp.sum(w**4)
+    w = jnp.linspace(-1.0, 1.0, 5)
+    u, v = jnp.arange(5.0) / 5, jnp.ones(5)
+    got = fo.third_contraction(f, w, u, v)
+    eps = 1e-5
+    fd = jnp.stack([
+        (jnp.vdot(u, fo.hvp(f, w + eps * e, v)) - jnp.vdot(u, fo.hvp(f, w - eps * e, v))) / (2 * eps)
+        for e in jnp.eye(5)
+    ])
+    np.testing.assert_allclose(got, fd, rtol=1e-7, atol=1e-8)
