@@ -15,4 +15,5 @@ from .flows import (
     AbstractProcess as AbstractProcess,
     GradientDescent as GradientDescent,
     GradientFlow as GradientFlow,
+    RodFlow as RodFlow,
 )

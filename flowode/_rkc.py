@@ -38,6 +38,15 @@ def _real_dtype(y: PyTree[Array]):
     return jnp.finfo(jnp.result_type(*jtu.tree_leaves(y))).dtype
 
 
+def _random_unit(y: PyTree[Array]) -> PyTree[Array]:
+    """A fixed pseudo-random unit vector shaped like `y`: the power iteration's start."""
+    leaves, treedef = jtu.tree_flatten(y)
+    keys = jr.split(jr.PRNGKey(0), len(leaves))
+    v = [jr.normal(k, jnp.shape(x)).astype(x.dtype) for k, x in zip(keys, leaves, strict=True)]
+    norm = _norm(v)
+    return jtu.tree_unflatten(treedef, [x / norm for x in v])
+
+
 class RKCState(eqx.Module):
     """Solver state of [`RKC2`][], at the start of the next step.
 
@@ -47,8 +56,8 @@ class RKCState(eqx.Module):
     - `spectral_radius`: spectral radius of the Jacobian used by the last accepted step,
         per unit time (power-iteration estimate times `safety`, or the user's value).
     - `num_stages`: number of stages used by the last accepted step.
-    - `num_vf`: vector-field evaluations made so far (int32).
-    - `num_jvp`: Jacobian-vector products made so far (int32).
+    - `n_evals`: vector-field evaluations made so far (int32).
+    - `n_jvps`: Jacobian-vector products made so far (int32).
 
     diffrax rolls the solver state back on rejected steps, so the counters count the
     work of accepted steps (and of `init`) only.
@@ -58,8 +67,8 @@ class RKCState(eqx.Module):
     direction: PyTree[Array] | None
     spectral_radius: Float[Array, ""]
     num_stages: Int[Array, ""]
-    num_vf: Int[Array, ""]
-    num_jvp: Int[Array, ""]
+    n_evals: Int[Array, ""]
+    n_jvps: Int[Array, ""]
 
 
 class RKC2(diffrax.AbstractAdaptiveSolver[RKCState]):
@@ -72,11 +81,22 @@ class RKC2(diffrax.AbstractAdaptiveSolver[RKCState]):
     Jacobian's spectral radius, obtained by a power iteration on Jacobian-vector products
     warm-started from the previous step (or from a user-supplied `spectral_radius`).
     Has an embedded error estimate of local order 3, FSAL, and third-order Hermite
-    interpolation for dense/ts output. Intended for ODEs (`diffrax.ODETerm`). Reverse-mode
-    differentiation through a step is unsupported (the stage loop has a dynamic length).
+    interpolation for dense/ts output. Intended for ODEs (`diffrax.ODETerm`). The stage
+    loop has a dynamic length, so `RecursiveCheckpointAdjoint` (reverse mode through the
+    steps) is unsupported; `diffrax.ForwardMode` and `diffrax.BacksolveAdjoint` work.
 
     Work counters are in the solver state, see [`RKCState`][]; read them with
-    `diffrax.SaveAt(..., solver_state=True)` and `sol.solver_state.num_vf` etc.
+    `diffrax.SaveAt(..., solver_state=True)` and `sol.solver_state.n_evals` etc.
+
+    **Arguments:**
+
+    - `max_stages`: upper bound on the stages per step. A step that would need more is
+        unstable; an adaptive controller then rejects it through the error estimate.
+    - `power_iterations`: Jacobian-vector products per step for the estimate of `rho`.
+    - `init_power_iterations`: the same, once in `init`, from a random start.
+    - `safety`: factor applied to the power-iteration estimate of `rho`.
+    - `spectral_radius`: optional `(t, y, args) -> rho` (per unit time), used instead of
+        the power iteration.
     """
 
     term_structure: ClassVar = AbstractTerm
@@ -117,35 +137,31 @@ class RKC2(diffrax.AbstractAdaptiveSolver[RKCState]):
     def init(self, terms: AbstractTerm, t0, t1, y0, args) -> RKCState:
         dtype = _real_dtype(y0)
         f0 = terms.vf(t0, y0, args)
-        num_jvp = 0
+        n_jvps = 0
         if self.spectral_radius is None:
-            leaves, treedef = jtu.tree_flatten(y0)
-            keys = jr.split(jr.PRNGKey(0), len(leaves))
-            v = [jr.normal(k, jnp.shape(x), dtype).astype(x.dtype) for k, x in zip(keys, leaves, strict=True)]
-            v = jtu.tree_unflatten(treedef, v)
-            v = jtu.tree_map(lambda x: x / _norm(v), v)
+            v = _random_unit(y0)
             v, _ = self._power_iteration(terms, t0, t1, y0, args, v, self.init_power_iterations)
-            num_jvp = self.init_power_iterations
+            n_jvps = self.init_power_iterations
         else:
             v = None
         zero = jnp.zeros((), jnp.int32)
-        return RKCState(f0, v, jnp.zeros((), dtype), zero, zero + 1, zero + num_jvp)
+        return RKCState(f0, v, jnp.zeros((), dtype), zero, zero + 1, zero + n_jvps)
 
     def step(self, terms: AbstractTerm, t0, t1, y0, args, solver_state: RKCState, made_jump):
         st = solver_state
         dtype = _real_dtype(y0)
         made_jump = jnp.asarray(made_jump)
         f0 = lax.cond(made_jump, lambda: terms.vf(t0, y0, args), lambda: st.f0)
-        num_vf = st.num_vf + made_jump.astype(jnp.int32)
+        n_evals = st.n_evals + made_jump.astype(jnp.int32)
         h = jnp.asarray(t1 - t0)
         abs_h = jnp.abs(h).astype(dtype)
 
-        # Spectral radius of the Jacobian, times |h|.
-        v, num_jvp = st.direction, st.num_jvp
+        # Spectral radius of the Jacobian, times |h|, and from it the number of stages.
+        v, n_jvps = st.direction, st.n_jvps
         if self.spectral_radius is None:
             v, h_rho = self._power_iteration(terms, t0, t1, y0, args, v, self.power_iterations)
             h_rho = self.safety * h_rho
-            num_jvp = num_jvp + self.power_iterations
+            n_jvps = n_jvps + self.power_iterations
         else:
             h_rho = abs_h * jnp.abs(jnp.asarray(self.spectral_radius(t0, y0, args), dtype))
         s = 1 + jnp.floor(jnp.sqrt(1 + 1.54 * h_rho)).astype(jnp.int32)
@@ -172,11 +188,11 @@ class RKC2(diffrax.AbstractAdaptiveSolver[RKCState]):
         control = terms.contr(t0, t1)
         k0 = terms.prod(f0, control)
         b1 = 1 / (2 * w0) ** 2  # b_0 = b_1 = b_2
-        y1 = _axpy((1, y0), (w1 * b1, k0))
+        ystage1 = _axpy((1, y0), (w1 * b1, k0))
 
         def stage(j, c):
             yjm1, yjm2, (th1, th2), (b1, b2), cheb_c = c
-            (z1, _), (dz1, _), _ = cheb_c
+            (z1, _), _, _ = cheb_c
             cheb_c = cheb(j, cheb_c)
             (zj, _), (dzj, _), (d2zj, _) = cheb_c
             bj = d2zj / dzj**2
@@ -189,7 +205,7 @@ class RKC2(diffrax.AbstractAdaptiveSolver[RKCState]):
             thj = mu * th1 + nu * th2 + mus * (1 - a1)
             return yj, yjm1, (thj, th1), (bj, b1), cheb_c
 
-        carry = (y1, y0, (w1 * b1, zero), (b1, b1), cheb0)
+        carry = (ystage1, y0, (w1 * b1, zero), (b1, b1), cheb0)
         y1 = lax.fori_loop(2, s + 1, stage, carry)[0]
 
         f1 = terms.vf(t1, y1, args)
@@ -197,5 +213,5 @@ class RKC2(diffrax.AbstractAdaptiveSolver[RKCState]):
         y_error = _axpy((12 / 15, y0), (-12 / 15, y1), (6 / 15, k0), (6 / 15, k1))
         dense_info = dict(y0=y0, y1=y1, k0=k0, k1=k1)
         rho = h_rho / jnp.where(abs_h > 0, abs_h, 1)
-        state = RKCState(f1, v, rho, s, num_vf + s, num_jvp)
+        state = RKCState(f1, v, rho, s, n_evals + s, n_jvps)
         return y1, y_error, dense_info, state, diffrax.RESULTS.successful

@@ -14,11 +14,12 @@ from ._observe import observe
 from ._problem import Problem
 from ._results import build_dataset
 from ._version import __version__
-from .flows import AbstractFlow, AbstractProcess, GradientDescent, GradientFlow, midpoints
+from .flows import AbstractFlow, AbstractProcess, GradientDescent, GradientFlow, Midpoint, RodFlow
 
 FLOWS: dict[str, type[AbstractProcess]] = {
     "gd": GradientDescent,
     "gradient": GradientFlow,
+    "rod": RodFlow,
 }
 
 # Compiled programs, keyed by process, loss, settings and argument shapes.
@@ -160,15 +161,10 @@ def simulate(
             attrs[f"{process.name}_{name}"] = value
         if result is not None:
             attrs[f"{process.name}_status"] = _status(result)
-        if isinstance(process, GradientDescent):
-            gd_states = states
-            states = states[:-1]
-            mid = midpoints(gd_states)
-            records[process.name] = {**observed(process, states), **costs}
-            records["midpoint"] = {**observed(process, mid), **costs}
+        records[process.name] = {**observed(process, states), **costs}
+        if isinstance(process, GradientDescent):  # its states carry the midpoint process
+            records["midpoint"] = {**observed(Midpoint(), states), **costs}
             records["midpoint"]["n_grad"] += 1  # it needs one step beyond the last
-        else:
-            records[process.name] = {**observed(process, states), **costs}
 
     # Distances to GD (iterates) and to its midpoint process (centres).
     gd = records["gd"]["center"]

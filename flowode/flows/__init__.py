@@ -1,5 +1,10 @@
 """The processes flowode runs: discrete GD and the ODE flows that model it."""
 
 from ._base import AbstractFlow as AbstractFlow, AbstractProcess as AbstractProcess
-from .gradient_descent import GradientDescent as GradientDescent, midpoints as midpoints
+from .gradient_descent import (
+    GradientDescent as GradientDescent,
+    Midpoint as Midpoint,
+    midpoints as midpoints,
+)
 from .gradient_flow import GradientFlow as GradientFlow
+from .rod_flow import RodFlow as RodFlow

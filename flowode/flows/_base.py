@@ -121,8 +121,11 @@ class AbstractFlow(AbstractProcess):
     def _counts(self, sol: diffrax.Solution) -> OracleCounts:
         """Gradient and HVP counts from the solver's own counters, or from its tableau."""
         state = sol.solver_state
-        if hasattr(state, "n_evals"):  # flowode's RKC2 counts exactly
-            n_eval, n_jvp = state.n_evals, state.n_jvps
+        if hasattr(state, "n_evals"):  # flowode's RKC2 counts its accepted steps exactly
+            # diffrax rolls the solver state back on a rejected step: charge each one
+            # the stages of the last step (an estimate).
+            rejected = sol.stats["num_rejected_steps"] * state.num_stages
+            n_eval, n_jvp = state.n_evals + rejected, state.n_jvps
         else:
             tableau = getattr(self.solver, "tableau", None)
             stages = len(tableau.c) + 1 if tableau is not None else 1

@@ -13,8 +13,9 @@ from ._base import AbstractProcess
 class GradientDescent(AbstractProcess):
     """w_{k+1} = w_k − η∇L(w_k), run as one `lax.scan`.
 
-    `run` returns steps+2 iterates: the extra last one defines the midpoint process
-    w*_k = (w_{k−1} + 2w_k + w_{k+1})/4 at the final step (see `midpoints`).
+    Its states are pairs (w_k, w*_k) of the iterate and the midpoint process
+    w*_k = (w_{k−1} + 2w_k + w_{k+1})/4 (see `midpoints`), which needs one step past the
+    last. The centre is the iterate; `oscillation_u1` is (u₁ᵀ(w_k − w*_k))².
     """
 
     name: ClassVar[str] = "gd"
@@ -27,10 +28,29 @@ class GradientDescent(AbstractProcess):
 
         w_last, ws = jax.lax.scan(step, w0, None, length=steps + 1)
         ws = jnp.concatenate([ws, w_last[None]])  # (steps + 2, n)
-        return ws, OracleCounts(n_grad=steps), None
+        return (ws[:-1], midpoints(ws)), OracleCounts(n_grad=steps), None
 
     def center(self, state):
-        return state
+        return state[0]
+
+    def observables(self, f, t, state, U, lr, data):
+        w, w_mid = state
+        return {
+            "predicted_loss": f(w, data),
+            "oscillation_u1": jnp.vdot(U[:, 0], w - w_mid) ** 2,
+        }
+
+
+class Midpoint(AbstractProcess):
+    """GD's midpoint process, observed on the same (iterate, midpoint) states as GD."""
+
+    name: ClassVar[str] = "midpoint"
+
+    def run(self, f, w0, lr, data, steps):
+        return GradientDescent().run(f, w0, lr, data, steps)
+
+    def center(self, state):
+        return state[1]
 
 
 def midpoints(ws: Float[Array, "k2 n"]) -> Float[Array, "k1 n"]:

@@ -5,6 +5,7 @@ from typing import ClassVar
 import diffrax
 import jax
 
+from .._rkc import RKC2
 from ._base import AbstractFlow
 
 
@@ -18,7 +19,7 @@ class GradientFlow(AbstractFlow):
     """
 
     name: ClassVar[str] = "gradient"
-    solver: diffrax.AbstractSolver = diffrax.Tsit5()
+    solver: diffrax.AbstractSolver = RKC2(power_iterations=1)
     stepsize_controller: diffrax.AbstractStepSizeController = diffrax.PIDController(
         rtol=1e-5, atol=1e-7
     )

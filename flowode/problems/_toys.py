@@ -19,9 +19,9 @@ def quadratic(
 
 def softening_quartic(
     c: float = 0.01,
-    s0: float = 1.5,
+    s0: float = 1.9,
     a: float = 1.0,
-    b: float = -1.0,
+    b: float = -3.0,
     w0: ArrayLike = (0.0, 0.1),
     *,
     dtype=jnp.float32,
