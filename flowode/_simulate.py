@@ -61,9 +61,7 @@ def _resolve(flows) -> list[AbstractProcess]:
     for flow in flows:
         if isinstance(flow, str):
             if flow not in FLOWS:
-                raise ValueError(
-                    f"Unknown flow {flow!r}. Valid names: {', '.join(sorted(FLOWS))}."
-                )
+                raise ValueError(f"Unknown flow {flow!r}. Valid names: {', '.join(sorted(FLOWS))}.")
             flow = FLOWS[flow]()
         elif not isinstance(flow, AbstractProcess):
             raise TypeError(f"flows must hold flow names or flow objects, got {flow!r}.")
@@ -188,5 +186,3 @@ def _status(result) -> str:
     if result == diffrax.RESULTS.event_occurred:
         return "stopped: the state diverged (non-finite or past the blow-up bound)"
     return diffrax.RESULTS[result]
-
-

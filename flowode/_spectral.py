@@ -26,9 +26,6 @@ class OracleCounts(NamedTuple):
     n_hvp: Int[Array, ""] | int = 0
     n_third: Int[Array, ""] | int = 0
 
-    def __add__(self, other):  # type: ignore[override]
-        return OracleCounts(*(a + b for a, b in zip(self, other)))
-
 
 def hvp(f: FlatLoss, w: Float[Array, " n"], v: Float[Array, " n"], data: PyTree = None):
     """H(w) v by forward-over-reverse differentiation (one HVP)."""
@@ -82,7 +79,9 @@ def top_eigs(
         H = 0.5 * (H + H.T)
         evals, evecs = jnp.linalg.eigh(H)
         return evals[::-1][:k], evecs[:, ::-1][:, :k], jnp.asarray(n, jnp.int32)
-    evals, evecs, iters = lobpcg_standard(lambda V: hvp_block(f, w, V, data), U0, m=maxiter, tol=tol)
+    evals, evecs, iters = lobpcg_standard(
+        lambda V: hvp_block(f, w, V, data), U0, m=maxiter, tol=tol
+    )
     order = jnp.argsort(-evals)
     # LOBPCG applies H to the k-block once at the start, then to its 3k-column search
     # basis and to the new k-block in every iteration.

@@ -5,8 +5,21 @@ from flowode.cli import main
 
 def test_run_writes_netcdf_and_png(tmp_path, capsys):
     out, png = tmp_path / "q.nc", tmp_path / "q.png"
-    rc = main(["run", "--problem", "quartic", "--steps", "20", "--flows", "gd,gradient",
-               "-o", str(out), "--plot", str(png)])
+    rc = main(
+        [
+            "run",
+            "--problem",
+            "quartic",
+            "--steps",
+            "20",
+            "--flows",
+            "gd,gradient",
+            "-o",
+            str(out),
+            "--plot",
+            str(png),
+        ]
+    )
     assert rc == 0
     ds = xr.load_dataset(out, engine="h5netcdf")
     assert list(ds.flow.values) == ["gd", "midpoint", "gradient"]

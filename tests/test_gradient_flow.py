@@ -11,8 +11,13 @@ def test_gradient_flow_on_stiff_quadratic_matches_closed_form(x64):
     lr, steps = 0.1, 200
     lam = jnp.array([0.05, 0.5, 2.0, 7.0, 20.0, 60.0, 150.0, 300.0, 500.0])
     w0 = jnp.linspace(1.0, -1.0, lam.size)
-    ds = fo.simulate(fo.problems.quadratic(lam, w0, dtype=jnp.float64), lr=lr, steps=steps,
-                     flows=("gradient",), save_params=True)
+    ds = fo.simulate(
+        fo.problems.quadratic(lam, w0, dtype=jnp.float64),
+        lr=lr,
+        steps=steps,
+        flows=("gradient",),
+        save_params=True,
+    )
     t = np.arange(steps + 1)[:, None]
     exact = np.asarray(w0) * np.exp(-lr * np.asarray(lam) * t)
     got = ds.params.sel(flow="gradient").values

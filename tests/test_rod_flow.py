@@ -21,12 +21,14 @@ def test_y_zero_is_invariant_and_rod_is_gradient_flow(x64):
     # Integrated: rod flow from Y = 0 equals gradient flow.
     term = diffrax.ODETerm(lambda t, y, a: rod.vector_field(_f, t, y, lr, None))
     ctrl = diffrax.PIDController(rtol=1e-10, atol=1e-12)
-    rod_sol = diffrax.diffeqsolve(term, diffrax.Tsit5(), 0.0, 20.0, None, (X, jnp.zeros(5)),
-                                  stepsize_controller=ctrl)
+    rod_sol = diffrax.diffeqsolve(
+        term, diffrax.Tsit5(), 0.0, 20.0, None, (X, jnp.zeros(5)), stepsize_controller=ctrl
+    )
     gf = fo.GradientFlow()
     gterm = diffrax.ODETerm(lambda t, y, a: gf.vector_field(_f, t, y, lr, None))
-    gf_sol = diffrax.diffeqsolve(gterm, diffrax.Tsit5(), 0.0, 20.0, None, X,
-                                 stepsize_controller=ctrl)
+    gf_sol = diffrax.diffeqsolve(
+        gterm, diffrax.Tsit5(), 0.0, 20.0, None, X, stepsize_controller=ctrl
+    )
     np.testing.assert_array_equal(rod_sol.ys[1], 0.0)
     np.testing.assert_allclose(rod_sol.ys[0], gf_sol.ys, rtol=1e-8)
 

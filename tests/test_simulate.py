@@ -8,23 +8,42 @@ import flowode as fo
 
 @pytest.fixture(scope="module")
 def toy_ds():
-    return fo.simulate(fo.problems.softening_quartic(), lr=1.0, steps=40,
-                       flows=("gd", "gradient"), eig_k=2, save_params=True)
+    return fo.simulate(
+        fo.problems.softening_quartic(),
+        lr=1.0,
+        steps=40,
+        flows=("gd", "gradient"),
+        eig_k=2,
+        save_params=True,
+    )
 
 
 def test_dataset_layout(toy_ds):
     ds = toy_ds
     assert list(ds.flow.values) == ["gd", "midpoint", "gradient"]
     assert ds.sizes["step"] == 41 and ds.sizes["eig"] == 2 and ds.sizes["param"] == 2
-    for name in ("loss", "predicted_loss", "sharpness", "grad_norm", "distance_to_gd",
-                 "center_distance_to_gd"):
+    for name in (
+        "loss",
+        "predicted_loss",
+        "sharpness",
+        "grad_norm",
+        "distance_to_gd",
+        "center_distance_to_gd",
+    ):
         assert ds[name].dims == ("flow", "step"), name
     for name in ("n_grad", "n_hvp", "n_third", "wall_time", "compile_time", "diverged_at"):
         assert ds[name].dims == ("flow",), name
     assert ds.eigs.dims == ("flow", "step", "eig")
     assert ds.params.dims == ("flow", "step", "param")
-    for key in ("lr", "steps", "problem", "dtype", "flowode_version", "gradient_solver",
-                "gradient_rtol"):
+    for key in (
+        "lr",
+        "steps",
+        "problem",
+        "dtype",
+        "flowode_version",
+        "gradient_solver",
+        "gradient_rtol",
+    ):
         assert key in ds.attrs, key
     # Distances are consistent with the saved parameters.
     gd = ds.params.sel(flow="gd")

@@ -51,8 +51,11 @@ def test_third_contraction_matches_finite_differences(x64):
     u, v = jnp.arange(5.0) / 5, jnp.ones(5)
     got = fo.third_contraction(f, w, u, v)
     eps = 1e-5
-    fd = jnp.stack([
-        (jnp.vdot(u, fo.hvp(f, w + eps * e, v)) - jnp.vdot(u, fo.hvp(f, w - eps * e, v))) / (2 * eps)
-        for e in jnp.eye(5)
-    ])
+    fd = jnp.stack(
+        [
+            (jnp.vdot(u, fo.hvp(f, w + eps * e, v)) - jnp.vdot(u, fo.hvp(f, w - eps * e, v)))
+            / (2 * eps)
+            for e in jnp.eye(5)
+        ]
+    )
     np.testing.assert_allclose(got, fd, rtol=1e-7, atol=1e-8)

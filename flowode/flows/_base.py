@@ -92,7 +92,7 @@ class AbstractFlow(AbstractProcess):
     def vector_field(self, f: FlatLoss, t: Scalar, y: State, lr: Scalar, data: PyTree) -> State:
         """dy/dt at time t (in GD steps)."""
 
-    def run(self, f, w0, lr, data, steps, progress_meter=diffrax.NoProgressMeter()):
+    def run(self, f, w0, lr, data, steps, progress_meter=None):
         y0 = self.init(f, w0, lr, data)
         scale = self.blowup * (1.0 + _tree_norm(y0))
 
@@ -114,7 +114,7 @@ class AbstractFlow(AbstractProcess):
             event=diffrax.Event(diverged),
             max_steps=self.max_steps_per_gd_step * steps + 1000,
             throw=False,
-            progress_meter=progress_meter,
+            progress_meter=progress_meter or diffrax.NoProgressMeter(),
         )
         return sol.ys, self._counts(sol), sol.result
 
