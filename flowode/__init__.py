@@ -4,7 +4,7 @@
 loss and returns every trajectory as one xarray Dataset.
 """
 
-from . import problems as problems
+from . import plot as plot, problems as problems
 from ._problem import Problem as Problem
 from ._results import load as load
 from ._results import save as save

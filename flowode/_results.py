@@ -25,6 +25,7 @@ DESCRIPTIONS = {
     "distance_to_gd": "||w_GD(k) - predicted GD iterate(k)||",
     "center_distance_to_gd": "||GD midpoint(k) - centre(k)||",
     "params": "the process's own point, in ravel_pytree(w0) order",
+    "iterates": "the process's prediction of the GD iterate (rod: X + (-1)^k Y)",
     "n_grad": "gradient evaluations of the process's dynamics",
     "n_hvp": "Hessian-vector products of the process's dynamics",
     "n_third": "third-derivative contractions of the process's dynamics",
@@ -54,7 +55,8 @@ def build_dataset(records: dict[str, dict[str, np.ndarray]], attrs: dict) -> xr.
         elif sample.ndim == 1:
             dims, shape = ("flow", "step"), (n_step,)
         else:
-            dims, shape = ("flow", "step", "param" if name == "params" else "eig"), sample.shape
+            last = "param" if name in ("params", "iterates") else "eig"
+            dims, shape = ("flow", "step", last), sample.shape
         is_int = name in ("diverged_at", "n_grad", "n_hvp", "n_third")
         fill, dtype = (-1, np.int64) if is_int else (np.nan, float)
         arr = np.full((len(labels), *shape), fill, dtype=dtype)

@@ -169,7 +169,8 @@ def simulate(
     gd_mid = records["midpoint"]["center"]
     for label, rec in records.items():
         with np.errstate(all="ignore"):  # diverged processes give inf - inf
-            rec["distance_to_gd"] = np.linalg.norm(rec.pop("iterate") - gd, axis=-1)
+            iterate = rec.pop("iterate")
+            rec["distance_to_gd"] = np.linalg.norm(iterate - gd, axis=-1)
             rec["center_distance_to_gd"] = np.linalg.norm(rec["center"] - gd_mid, axis=-1)
         rec["sharpness"] = rec["eigs"][:, 0]
         rec["diverged_at"] = _first_nonfinite(rec["center"], rec["loss"])
@@ -177,6 +178,7 @@ def simulate(
         centers[label] = rec.pop("center")
         if save_params:
             rec["params"] = centers[label]
+            rec["iterates"] = iterate
     return build_dataset(records, attrs)
 
 
