@@ -41,9 +41,14 @@ def main():
     k = steps[window]
     ax.plot(k, gd[window, 1], "o", ms=5, mfc="none", color="0.35", label="GD iterate v_k")
     ax.plot(k, predicted[window], ".", ms=4, color="tab:green", label="rod X + (−1)ᵏY")
-    ax.fill_between(k, np.minimum(predicted, other_end)[window],
-                    np.maximum(predicted, other_end)[window], color="tab:green", alpha=0.15,
-                    label="rod ends X ± Y")
+    ax.fill_between(
+        k,
+        np.minimum(predicted, other_end)[window],
+        np.maximum(predicted, other_end)[window],
+        color="tab:green",
+        alpha=0.15,
+        label="rod ends X ± Y",
+    )
     ax.plot(k, centre[window], color="tab:green", lw=1, label="rod centre X")
     ax.set(xlabel="step", ylabel="v", title="GD oscillation and the rod (v coordinate)")
     ax.legend(fontsize=8, loc="lower right")

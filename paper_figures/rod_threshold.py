@@ -23,8 +23,7 @@ def main():
     runs = {}
     with jax.enable_x64(True):
         for offset in (0.06, -0.06):
-            problem = fo.problems.quadratic([(2 + offset) / LR, 3.0], [1.0, 1.0],
-                                            dtype=jnp.float64)
+            problem = fo.problems.quadratic([(2 + offset) / LR, 3.0], [1.0, 1.0], dtype=jnp.float64)
             runs[offset] = fo.simulate(problem, lr=LR, steps=80, flows=("gd", "rod"))
     xr.concat(list(runs.values()), dim=xr.DataArray(list(runs), dims="offset")).to_netcdf(
         HERE / "rod_threshold.nc", engine="h5netcdf"
@@ -36,10 +35,17 @@ def main():
         gd = np.sqrt(ds.oscillation_u1.sel(flow="gd").values)
         ax.semilogy(steps, gd, "o", ms=4, mfc="none", color="0.4", label="GD |u₁ᵀ(w − w*)|")
         ax.semilogy(steps, rod, color="tab:green", lw=2, label="rod |u₁ᵀY|")
-        ax.semilogy(steps, rod[0] * np.exp(offset * steps), "k--", lw=1,
-                    label=f"exp((ηλ₁ − 2)t), ηλ₁ − 2 = {offset:+.2f}")
-        ax.set(xlabel="step", title=f"ηλ₁ = {2 + offset:.2f}: rod "
-               + ("grows" if offset > 0 else "decays"))
+        ax.semilogy(
+            steps,
+            rod[0] * np.exp(offset * steps),
+            "k--",
+            lw=1,
+            label=f"exp((ηλ₁ − 2)t), ηλ₁ − 2 = {offset:+.2f}",
+        )
+        ax.set(
+            xlabel="step",
+            title=f"ηλ₁ = {2 + offset:.2f}: rod " + ("grows" if offset > 0 else "decays"),
+        )
         ax.legend(fontsize=8)
     axes[0].set_ylabel("oscillation along u₁")
     fig.suptitle("rod flow's critical threshold is ηλ₁ = 2")

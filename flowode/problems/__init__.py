@@ -1,14 +1,9 @@
 """Built-in problems: toys with known EOS behaviour and small networks on offline data."""
 
-from ._networks import gaussian_regression as gaussian_regression
-from ._networks import mlp_regression as mlp_regression
+from ._networks import gaussian_regression as gaussian_regression, mlp_regression as mlp_regression
 from ._toys import (
     factorisation as factorisation,
-)
-from ._toys import (
     quadratic as quadratic,
-)
-from ._toys import (
     softening_quartic as softening_quartic,
 )
 
