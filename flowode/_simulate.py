@@ -122,7 +122,6 @@ def simulate(
     f, w0, data = problem.flat_loss, problem.flat_w0, problem.data
     lr_arr = jnp.asarray(lr_value, dtype=w0.dtype)
     records: dict[str, dict[str, np.ndarray]] = {}
-    centers: dict[str, Any] = {}
     attrs: dict[str, Any] = {
         "lr": lr_value,
         "steps": int(steps),
@@ -167,7 +166,7 @@ def simulate(
     # Distances to GD (iterates) and to its midpoint process (centres).
     gd = records["gd"]["center"]
     gd_mid = records["midpoint"]["center"]
-    for label, rec in records.items():
+    for rec in records.values():
         with np.errstate(all="ignore"):  # diverged processes give inf - inf
             iterate = rec.pop("iterate")
             rec["distance_to_gd"] = np.linalg.norm(iterate - gd, axis=-1)
@@ -175,9 +174,9 @@ def simulate(
         rec["sharpness"] = rec["eigs"][:, 0]
         rec["diverged_at"] = _first_nonfinite(rec["center"], rec["loss"])
         rec.pop("observe_hvps")
-        centers[label] = rec.pop("center")
+        center = rec.pop("center")
         if save_params:
-            rec["params"] = centers[label]
+            rec["params"] = center
             rec["iterates"] = iterate
     return build_dataset(records, attrs)
 
