@@ -19,6 +19,7 @@ from ._version import __version__ as __version__
 from .flows import (
     AbstractFlow as AbstractFlow,
     AbstractProcess as AbstractProcess,
+    CentralFlow as CentralFlow,
     GradientDescent as GradientDescent,
     GradientFlow as GradientFlow,
     RodFlow as RodFlow,

@@ -32,6 +32,14 @@ DESCRIPTIONS = {
     "wall_time": "seconds of the compiled run, compilation excluded",
     "compile_time": "seconds spent compiling the run (0 when the program was cached)",
     "diverged_at": "first step with a non-finite state, -1 if none",
+    "predicted_grad_norm": "central: sqrt(|grad L|^2 + <U^T H^2 U, X>) (GD's RMS grad norm)",
+    "sigma": "central: eigenvalues of X, GD's oscillation variance along Sigma's eigenvectors",
+    "gd_variance": "central: (v_i^T (w_GD - w))^2 along Sigma's eigenvectors v_i, moving average",
+    "n_critical": "central: number of eigenvalues in the SDCP (lr*lambda > sdcp_threshold)",
+    "n_tracked": "central: number of eigenvalues with lr*lambda >= track_threshold",
+    "sdcp_residual": "central: scale-free natural residual of the SDCP solve",
+    "rod_length": "rod: |Y|, half the distance between consecutive predicted iterates",
+    "oscillation_u1": "(u1^T (w - centre))^2: squared oscillation along the top eigenvector",
 }
 
 
@@ -46,6 +54,15 @@ def build_dataset(records: dict[str, dict[str, np.ndarray]], attrs: dict) -> xr.
     for rec in records.values():
         names += [k for k in rec if k not in names]
     n_step = len(next(iter(records.values()))["loss"])
+    n_eig = max(
+        (
+            np.shape(v)[1]
+            for rec in records.values()
+            for k, v in rec.items()
+            if np.ndim(v) == 2 and k not in ("params", "iterates")
+        ),
+        default=0,
+    )
     data_vars = {}
     for name in names:
         sample = next(rec[name] for rec in records.values() if name in rec)
@@ -54,15 +71,17 @@ def build_dataset(records: dict[str, dict[str, np.ndarray]], attrs: dict) -> xr.
             dims, shape = ("flow",), ()
         elif sample.ndim == 1:
             dims, shape = ("flow", "step"), (n_step,)
-        else:
+        else:  # along `eig`, processes may give different lengths: pad with NaN
             last = "param" if name in ("params", "iterates") else "eig"
-            dims, shape = ("flow", "step", last), sample.shape
+            width = n_eig if last == "eig" else sample.shape[1]
+            dims, shape = ("flow", "step", last), (n_step, width)
         is_int = name in ("diverged_at", "n_grad", "n_hvp", "n_third")
         fill, dtype = (-1, np.int64) if is_int else (np.nan, float)
         arr = np.full((len(labels), *shape), fill, dtype=dtype)
         for i, label in enumerate(labels):
             if name in records[label]:
-                arr[i] = np.asarray(records[label][name])
+                value = np.asarray(records[label][name])
+                arr[(i, *(slice(0, s) for s in value.shape))] = value
         data_vars[name] = xr.Variable(dims, arr, attrs={"description": DESCRIPTIONS.get(name, "")})
     coords = {"flow": np.array(labels, dtype=object), "step": np.arange(n_step)}
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

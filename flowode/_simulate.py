@@ -1,6 +1,7 @@
 """`simulate`: run GD and its flows from the same start and return one Dataset."""
 
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,13 +15,26 @@ from ._observe import observe
 from ._problem import Problem
 from ._results import build_dataset
 from ._version import __version__
-from .flows import AbstractFlow, AbstractProcess, GradientDescent, GradientFlow, Midpoint, RodFlow
+from .flows import (
+    AbstractFlow,
+    AbstractProcess,
+    CentralFlow,
+    GradientDescent,
+    GradientFlow,
+    Midpoint,
+    RodFlow,
+)
 
 FLOWS: dict[str, type[AbstractProcess]] = {
     "gd": GradientDescent,
     "gradient": GradientFlow,
+    "central": CentralFlow,
     "rod": RodFlow,
 }
+
+# Central flow's `gd_variance`: GD's squared deviation along Σ's eigenvectors, averaged
+# over this many steps (even, so that the period-2 oscillation averages out).
+VARIANCE_WINDOW = 20
 
 # Compiled programs, keyed by process, loss, settings and argument shapes.
 _PROGRAMS: dict[Any, Any] = {}
@@ -70,7 +84,8 @@ def _resolve(flows) -> list[AbstractProcess]:
         out.append(flow)
     if not any(isinstance(p, GradientDescent) for p in out):
         out.insert(0, GradientDescent())  # the reference every distance is measured to
-    return out
+    # GD runs first: other processes compare themselves with its iterates.
+    return sorted(out, key=lambda p: not isinstance(p, GradientDescent))
 
 
 def _check_positive_int(name, value):
@@ -133,11 +148,11 @@ def simulate(
         "flowode_version": __version__,
     }
 
-    def observed(process, states):
+    def observed(process, states, w_gd=None):
         key = ("observe", process, f, steps, eig_k, eig_every)
-        fn = lambda s, lr, d: observe(process, f, s, lr, d, eig_k=eig_k, eig_every=eig_every)
-        program, _ = _compiled(key, fn, states, lr_arr, data)
-        return jax.device_get(program(states, lr_arr, data))
+        fn = lambda s, lr, d, g: observe(process, f, s, lr, d, g, eig_k=eig_k, eig_every=eig_every)
+        program, _ = _compiled(key, fn, states, lr_arr, data, w_gd)
+        return jax.device_get(program(states, lr_arr, data, w_gd))
 
     for process in processes:
         kwargs = {}
@@ -158,10 +173,24 @@ def simulate(
             attrs[f"{process.name}_{name}"] = value
         if result is not None:
             attrs[f"{process.name}_status"] = _status(result)
-        records[process.name] = {**observed(process, states), **costs}
         if isinstance(process, GradientDescent):  # its states carry the midpoint process
-            records["midpoint"] = {**observed(Midpoint(), states), **costs}
+            records[process.name] = {**observed(process, states), **costs}
+            gd_iterates = jnp.asarray(records["gd"]["center"])
+            records["midpoint"] = {**observed(Midpoint(), states, gd_iterates), **costs}
             records["midpoint"]["n_grad"] += 1  # it needs one step beyond the last
+        else:
+            records[process.name] = {**observed(process, states, gd_iterates), **costs}
+        rec = records[process.name]
+        if "gd_deviation" in rec:
+            rec["gd_variance"] = _moving_average(rec.pop("gd_deviation"), VARIANCE_WINDOW)
+            attrs["variance_window"] = VARIANCE_WINDOW
+        if isinstance(process, CentralFlow) and np.any(rec["n_tracked"] >= rec["sigma"].shape[1]):
+            warnings.warn(
+                f"central flow: all {rec['sigma'].shape[1]} tracked eigenvalues rose above "
+                f"lr*lambda = {process.track_threshold}; a further one may turn critical "
+                "unseen. Use CentralFlow(max_k=...) with a larger max_k.",
+                stacklevel=2,
+            )
 
     # Distances to GD (iterates) and to its midpoint process (centres).
     gd = records["gd"]["center"]
@@ -179,6 +208,18 @@ def simulate(
             rec["params"] = center
             rec["iterates"] = iterate
     return build_dataset(records, attrs)
+
+
+def _moving_average(x: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average along axis 0 over `window` steps; NaN where it does not fit."""
+    x = np.asarray(x, dtype=float)
+    out = np.full_like(x, np.nan)
+    if len(x) < window:
+        return out
+    c = np.cumsum(np.concatenate([np.zeros_like(x[:1]), x]), axis=0)
+    half = window // 2
+    out[half : half + len(x) - window + 1] = (c[window:] - c[:-window]) / window
+    return out
 
 
 def _status(result) -> str:

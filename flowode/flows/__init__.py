@@ -1,6 +1,7 @@
 """The processes flowode runs: discrete GD and the ODE flows that model it."""
 
 from ._base import AbstractFlow as AbstractFlow, AbstractProcess as AbstractProcess
+from .central_flow import CentralFlow as CentralFlow, CentralTerms as CentralTerms
 from .gradient_descent import (
     GradientDescent as GradientDescent,
     Midpoint as Midpoint,

@@ -46,8 +46,12 @@ class AbstractProcess(eqx.Module):
         U: Float[Array, "n k"],
         lr: Scalar,
         data: PyTree,
+        w_gd: Float[Array, " n"],
     ) -> dict[str, Array]:
-        """Per-step predictions (scalars or small arrays). `U`: top Hessian eigenvectors."""
+        """Per-step predictions (scalars or small arrays).
+
+        `U`: top Hessian eigenvectors at the centre; `w_gd`: GD's iterate at this step.
+        """
         return {"predicted_loss": f(self.center(state), data)}
 
     def describe(self) -> dict[str, str]:
@@ -92,12 +96,16 @@ class AbstractFlow(AbstractProcess):
     def vector_field(self, f: FlatLoss, t: Scalar, y: State, lr: Scalar, data: PyTree) -> State:
         """dy/dt at time t (in GD steps)."""
 
+    def size(self, y: State) -> Scalar:
+        """The norm that `blowup` bounds (default: of the whole state)."""
+        return _tree_norm(y)
+
     def run(self, f, w0, lr, data, steps, progress_meter=None):
         y0 = self.init(f, w0, lr, data)
-        scale = self.blowup * (1.0 + _tree_norm(y0))
+        scale = self.blowup * (1.0 + self.size(y0))
 
         def diverged(t, y, args, **kwargs):
-            return jnp.logical_not(_is_finite_tree(y)) | (_tree_norm(y) > scale)
+            return jnp.logical_not(_is_finite_tree(y)) | (self.size(y) > scale)
 
         term = diffrax.ODETerm(lambda t, y, args: self.vector_field(f, t, y, *args))
         ts = jnp.arange(steps + 1, dtype=w0.dtype)

@@ -33,7 +33,7 @@ class GradientDescent(AbstractProcess):
     def center(self, state):
         return state[0]
 
-    def observables(self, f, t, state, U, lr, data):
+    def observables(self, f, t, state, U, lr, data, w_gd):
         w, w_mid = state
         return {
             "predicted_loss": f(w, data),

@@ -66,7 +66,7 @@ class RodFlow(AbstractFlow):
         sign = 1.0 - 2.0 * jnp.mod(jnp.round(t), 2.0)  # (−1)^k
         return X + sign * Y
 
-    def observables(self, f, t, state, U, lr, data):
+    def observables(self, f, t, state, U, lr, data, w_gd):
         X, Y = state
         l_sym = 0.5 * (f(X + Y, data) + f(X - Y, data))
         return {

@@ -1,0 +1,218 @@
+"""Central flow (Cohen, Damian et al. 2025): GD's time-averaged path at the edge of stability.
+
+    dw/dt = −η [∇L(w) + ½ ∇_w⟨H(w), Σ⟩],   Σ = U X Uᵀ,
+
+U holds the critical Hessian eigenvectors (ηλ above `sdcp_threshold`) and X ⪰ 0 (k×k)
+solves SDCP(α, β) with P_ij = u_iᵀHu_j and ∇P_ij = ∇³L[u_i, u_j, ·]:
+
+    α_ij = κ(2/η δ_ij − P_ij) + η⟨∇P_ij, ∇L⟩,    β[X]_ij = (η/2) Σ_kl ⟨∇P_ij, ∇P_kl⟩ X_kl.
+
+At complementarity each critical eigenvalue obeys dP/dt = κ(2/η − P), so κ pins ηλ at 2.
+The eigenbasis is part of the ODE state: it relaxes towards the Ritz basis refined at
+every evaluation, which is one block Rayleigh–Ritz step (2k HVPs) from where it was.
+"""
+
+from typing import ClassVar, NamedTuple
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jaxtyping import Array, Bool, Float, Int
+
+from .._sdcp import _solve as _solve_sdcp
+from .._spectral import OracleCounts, initial_basis, refine_eigs, third_contraction, top_eigs
+from ._base import AbstractFlow
+
+
+class CentralTerms(NamedTuple):
+    """Everything central flow computes at one point (k = the basis width `max_k`)."""
+
+    grad: Float[Array, " n"]
+    theta: Float[Array, " k"]  # Ritz values, descending
+    U: Float[Array, "n k"]  # Ritz vectors
+    HU: Float[Array, "n k"]
+    n_critical: Int[Array, ""]  # the critical set is the first n_critical columns of U
+    gradP: Float[Array, "k k n"]  # ∇P_ij, zero outside the critical block
+    X: Float[Array, "k k"]  # SDCP solution, zero outside the critical block
+    sdcp_residual: Float[Array, ""]  # scale-free natural residual of the SDCP
+    velocity: Float[Array, " n"]  # dw/dt
+    n_hvp: Int[Array, ""]
+    n_third: Int[Array, ""]
+
+
+def _gradP(f, w, U, data, j) -> Float[Array, "k k n"]:
+    """∇P_ab = ∇³L[u_a, u_b, ·] for a ≤ b < j (j traced), as a symmetric (k, k, n) tensor.
+
+    One contraction per pair, j(j+1)/2 in all, in a loop whose length is the number of
+    critical directions: nothing is spent before the edge of stability.
+    """
+    k, n = U.shape[1], w.shape[0]
+    a, b = (jnp.asarray(i, jnp.int32) for i in np.triu_indices(k))  # pairs, in order of b
+    order = np.argsort(np.triu_indices(k)[1], kind="stable")
+    a, b = a[order], b[order]  # the first j(j+1)/2 pairs are those with b < j
+
+    def body(p, G):
+        row = third_contraction(f, w, U[:, a[p]], U[:, b[p]], data)  # (n,)
+        return G.at[a[p], b[p]].set(row).at[b[p], a[p]].set(row)
+
+    return lax.fori_loop(0, j * (j + 1) // 2, body, jnp.zeros((k, k, n), w.dtype))
+
+
+def _sdcp_on_prefix(
+    alpha: Float[Array, "k k"], beta: Float[Array, "k k k k"], crit: Bool[Array, " k"], n_crit
+) -> tuple[Float[Array, "k k"], Float[Array, ""]]:
+    """X solving the SDCP restricted to the critical block (X = 0 elsewhere), and its residual.
+
+    One fixed-size solve serves every critical-set size: outside the block α is replaced
+    by a positive multiple of the identity and β by zero, which forces X = 0 there.
+    """
+    dtype = alpha.dtype
+    zero = jnp.zeros((), dtype)
+
+    def none(_):
+        return jnp.zeros_like(alpha), zero
+
+    def one(_):  # X₁₁ = max(0, −α₁₁/β₁₁₁₁)
+        a, b = alpha[0, 0], beta[0, 0, 0, 0]
+        x = jnp.where(
+            b > 0, jnp.maximum(0, -a / jnp.where(b > 0, b, 1)), jnp.where(a < 0, jnp.inf, 0)
+        )
+        return jnp.zeros_like(alpha).at[0, 0].set(x), zero
+
+    def many(_):
+        mask = crit[:, None] & crit[None, :]
+        a_act = jnp.where(mask, alpha, 0)
+        fill = jnp.linalg.norm(a_act) + jnp.finfo(dtype).tiny
+        alpha_m = a_act + jnp.diag(jnp.where(crit, 0, fill))
+        beta_m = beta * (mask[:, :, None, None] & mask[None, None])
+        X, info = _solve_sdcp(alpha_m, beta_m, None, 50)
+        return jnp.where(mask, X, 0), info.rel_residual
+
+    return lax.switch(jnp.minimum(n_crit, 2), (none, one, many), None)
+
+
+class CentralFlow(AbstractFlow):
+    """Central flow with k ≤ `max_k` critical directions, solved by diffrax.
+
+    State: (w, U, counters). U (n, max_k) tracks the top Hessian eigenvectors: each
+    evaluation refines it by one Rayleigh–Ritz step and the state relaxes to the refined
+    basis at `basis_rate` (default 1/dt0, so Euler replaces it at every step). Eigenvalues
+    with ηλ above `sdcp_threshold` form the critical set; `track_threshold` flags when
+    every slot is above it, i.e. when `max_k` may be too small to see the next one rise.
+
+    The default scheme is the published one, Euler at 4 substeps per GD step (dt = 1/κ),
+    chosen by `benchmarks/bench_central.py`. Cost per evaluation: one gradient, 2·max_k
+    HVPs, and j(j+1)/2 third-derivative contractions for j critical directions.
+    """
+
+    name: ClassVar[str] = "central"
+    kappa: float = 4.0
+    max_k: int = 4
+    track_threshold: float = 1.5
+    sdcp_threshold: float = 1.95
+    ritz_iters: int = 1
+    basis_rate: float | None = None
+    solver: diffrax.AbstractSolver = diffrax.Euler()
+    stepsize_controller: diffrax.AbstractStepSizeController = diffrax.ConstantStepSize()
+    dt0: float | None = 0.25
+    max_steps_per_gd_step: int = 8
+    blowup: float = 1e6
+
+    def __check_init__(self):
+        if not self.kappa > 0:
+            raise ValueError(f"CentralFlow: kappa must be positive, got {self.kappa}.")
+        if isinstance(self.max_k, bool) or not isinstance(self.max_k, int) or self.max_k < 1:
+            raise ValueError(f"CentralFlow: max_k must be a positive integer, got {self.max_k}.")
+        if not 0 < self.track_threshold <= self.sdcp_threshold <= 2:
+            raise ValueError(
+                "CentralFlow: need 0 < track_threshold <= sdcp_threshold <= 2, got "
+                f"{self.track_threshold} and {self.sdcp_threshold}."
+            )
+        if not (isinstance(self.ritz_iters, int) and self.ritz_iters >= 1):
+            raise ValueError(f"CentralFlow: ritz_iters must be >= 1, got {self.ritz_iters}.")
+        if self.dt0 is None and self.basis_rate is None:
+            raise ValueError("CentralFlow: give basis_rate when dt0 is None.")
+
+    def terms(self, f, w, U, lr, data) -> CentralTerms:
+        """Gradient, refined eigenbasis, ∇P, X and the velocity at w (basis warm start U)."""
+        g = jax.grad(f)(w, data)
+        theta, U, HU, n_hvp = refine_eigs(f, w, U, data, iters=self.ritz_iters)
+        crit = lr * theta > self.sdcp_threshold  # a prefix: θ is sorted
+        n_crit = jnp.sum(crit)
+        k = theta.shape[0]
+        G = _gradP(f, w, U, data, n_crit)
+        n_third = n_crit * (n_crit + 1) // 2
+        P = U.T @ HU  # (k, k), ≈ diag(θ)
+        P = 0.5 * (P + P.T)
+        eye = jnp.eye(k, dtype=w.dtype)
+        alpha = self.kappa * (2 / lr * eye - P) + lr * jnp.einsum("ijn,n->ij", G, g)
+        beta = 0.5 * lr * jnp.einsum("ijn,kln->ijkl", G, G)
+        X, residual = _sdcp_on_prefix(alpha, beta, crit, n_crit)
+        velocity = -lr * (g + 0.5 * jnp.einsum("ij,ijn->n", X, G))
+        return CentralTerms(
+            g, theta, U, HU, n_crit, G, X, residual, velocity, jnp.int32(n_hvp), n_third
+        )
+
+    def init(self, f, w0, lr, data):
+        n = w0.shape[0]
+        k = min(self.max_k, n)
+        _, U, n_hvp = top_eigs(f, w0, initial_basis(n, k, w0.dtype), data, maxiter=200)
+        counters = jnp.zeros(3, w0.dtype).at[2].set(n_hvp)  # [HVP rate, third rate, init HVPs]
+        return (w0, U, counters)
+
+    def vector_field(self, f, t, y, lr, data):
+        w, U, counters = y
+        c = self.terms(f, w, U, lr, data)
+        sign = jnp.where(jnp.sum(c.U * U, axis=0) < 0, -1, 1).astype(U.dtype)
+        rate = self.basis_rate if self.basis_rate is not None else 1.0 / self.dt0
+        d_counters = jnp.stack([c.n_hvp, c.n_third, 0]).astype(counters.dtype)
+        return (c.velocity, rate * (c.U * sign - U), d_counters)
+
+    def center(self, state):
+        return state[0]
+
+    def size(self, y):
+        return jnp.linalg.norm(y[0])
+
+    def _counts(self, sol):
+        # The counters integrate the per-evaluation counts over time; times the number of
+        # evaluations per unit time this is exact for a fixed step and one stage per step.
+        n_eval = super()._counts(sol).n_grad
+        counters, ts = sol.ys[2], sol.ts  # (steps+1, 3), (steps+1,)
+        ok = jnp.all(jnp.isfinite(counters), axis=1)
+        last = jnp.max(jnp.where(ok, jnp.arange(ts.shape[0]), 0))
+        per_time = jnp.where(ts[last] > 0, n_eval / jnp.where(ts[last] > 0, ts[last], 1), 0)
+        c = counters[last]
+        n_hvp = jnp.round(c[0] * per_time + c[2]).astype(jnp.int32)
+        n_third = jnp.round(c[1] * per_time).astype(jnp.int32)
+        return OracleCounts(n_grad=n_eval, n_hvp=n_hvp, n_third=n_third)
+
+    def observables(self, f, t, state, U, lr, data, w_gd):
+        w, basis, _ = state
+        c = self.terms(f, w, basis, lr, data)
+        sigma, Q = jnp.linalg.eigh(c.X)
+        sigma, Q = sigma[::-1], Q[:, ::-1]
+        V = c.U @ Q  # (n, k): Σ's eigenvectors
+        loss = f(w, data)
+        P = c.U.T @ c.HU
+        return {
+            "predicted_loss": loss + 0.5 * jnp.sum(P * c.X),
+            "predicted_grad_norm": jnp.sqrt(jnp.sum(c.grad**2) + jnp.sum((c.HU.T @ c.HU) * c.X)),
+            "sigma": sigma,
+            "gd_deviation": (V.T @ (w_gd - w)) ** 2,
+            "n_critical": c.n_critical,
+            "n_tracked": jnp.sum(lr * c.theta >= self.track_threshold),
+            "sdcp_residual": c.sdcp_residual,
+        }
+
+    def describe(self):
+        out = super().describe()
+        out.update(
+            kappa=str(self.kappa),
+            max_k=str(self.max_k),
+            dt0=str(self.dt0),
+            thresholds=f"track {self.track_threshold}, sdcp {self.sdcp_threshold}",
+        )
+        return out

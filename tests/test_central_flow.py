@@ -1,0 +1,233 @@
+"""Central flow against closed forms, an independent conic solver, and GD."""
+
+import re
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_sdcp import cvx_reference
+
+import flowode as fo
+from flowode._spectral import initial_basis, refine_eigs, third_contraction
+from flowode.flows.central_flow import _gradP
+
+LR = 0.1  # test_sdcp's cvx_reference takes β = (0.1/2)·Gram
+
+
+def _symmetric_tensor(n, seed):
+    T = np.random.default_rng(seed).standard_normal((n, n, n))
+    perms = [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]
+    return sum(T.transpose(p) for p in perms) / 6
+
+
+_T = _symmetric_tensor(6, 3)
+
+
+def _coupled(w, data=None):
+    """Hessian near diag(20.6, 20.3, 5, 3, 1, 0.5) at small w: two eigenvalues above 2/η,
+    with generic third derivatives (a random symmetric tensor)."""
+    lam = jnp.array([20.6, 20.3, 5.0, 3.0, 1.0, 0.5])
+    cubic = jnp.einsum("abc,a,b,c->", jnp.asarray(_T, w.dtype), w, w, w) / 6
+    return 0.5 * jnp.sum(lam * w**2) + cubic + 0.1 * jnp.sum(w**4)
+
+
+def _dense_central(f, w, lr, kappa, k):
+    """α, β, ∇P and g from dense derivatives: H (n,n), ∂H/∂w (n,n,n), eigh."""
+    H = jax.hessian(f)(w)
+    dH = jax.jacfwd(jax.hessian(f))(w)  # (n, n, n): ∂H_ab/∂w_c
+    g = jax.grad(f)(w)
+    evals, evecs = np.linalg.eigh(np.asarray(H))
+    U = evecs[:, ::-1][:, :k]
+    P = U.T @ np.asarray(H) @ U
+    G = np.einsum("ai,bj,abc->ijc", U, U, np.asarray(dH))  # ∇P_ij
+    alpha = kappa * (2 / lr * np.eye(k) - P) + lr * np.einsum("ijc,c->ij", G, g)
+    return alpha, G, np.asarray(g), evals[::-1][:k]
+
+
+def test_refine_eigs_converges_to_eigh_from_a_nearby_basis(x64):
+    n, k = 120, 3
+    rng = np.random.default_rng(0)
+    Q = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    lam = np.concatenate([[9.0, 8.0, 7.5], rng.uniform(-2, 5, n - 3)])
+    A = jnp.asarray((Q * lam) @ Q.T)
+    f = lambda w, d: 0.5 * w @ A @ w
+    U0 = jnp.asarray(Q[:, :k] + 0.05 * rng.standard_normal((n, k)))
+    errors = []
+    theta, U = None, U0
+    for _ in range(12):  # as central flow calls it, once per evaluation
+        theta, U, HU, n_hvp = refine_eigs(f, jnp.zeros(n), U, iters=3)
+        errors.append(float(np.max(np.abs(theta - lam[:k]))))
+    assert n_hvp == k * 4
+    assert all(b < a for a, b in zip(errors[:4], errors[1:5], strict=True))  # contracts
+    np.testing.assert_allclose(theta, lam[:k], rtol=1e-10)
+    np.testing.assert_allclose(HU, A @ U, atol=1e-10)
+    np.testing.assert_allclose(np.abs(np.sum(U * Q[:, :k], axis=0)), 1.0, atol=1e-6)
+
+
+def test_gradP_matches_third_contractions(x64):
+    n = 6
+    w = jnp.linspace(-0.3, 0.4, n)
+    U = jnp.linalg.qr(initial_basis(n, 3, jnp.float64))[0]
+    G = _gradP(_coupled, w, U, None, jnp.int32(2))
+    for a in range(3):
+        for b in range(3):
+            want = third_contraction(_coupled, w, U[:, a], U[:, b]) if max(a, b) < 2 else 0.0
+            np.testing.assert_allclose(G[a, b], want, atol=1e-12)
+
+
+def test_vector_field_matches_dense_k1_closed_form(x64):
+    # The quartic toy off its centre line: one critical direction.
+    p = fo.problems.softening_quartic(dtype=jnp.float64)
+    f, lr, kappa = p.flat_loss, 1.0, 4.0
+    w = jnp.array([0.12, 0.03])
+    flow = fo.CentralFlow(kappa=kappa)
+    c = flow.terms(f, w, jnp.eye(2), lr, p.data)
+    fd = lambda x: f(x, p.data)
+    alpha, G, g, evals = _dense_central(fd, w, lr, kappa, 2)
+    assert lr * evals[0] > 1.95 > lr * evals[1]
+    x = max(0.0, -alpha[0, 0] / (lr / 2 * G[0, 0] @ G[0, 0]))
+    assert x > 0
+    assert int(c.n_critical) == 1
+    np.testing.assert_allclose(c.X[0, 0], x, rtol=1e-10)
+    np.testing.assert_allclose(c.velocity, -lr * (g + 0.5 * x * G[0, 0]), rtol=1e-10)
+
+
+def test_two_critical_directions_match_cvxpy(x64):
+    w = jnp.array([0.01, -0.02, 0.03, 0.0, 0.01, 0.02])
+    kappa = 4.0
+    alpha, G, g, evals = _dense_central(_coupled, w, LR, kappa, 4)
+    assert np.sum(LR * evals > 1.95) == 2
+    X_ref = cvx_reference(alpha[:2, :2], G[:2, :2])
+    assert np.linalg.matrix_rank(X_ref, tol=1e-6) == 2
+    c = fo.CentralFlow(kappa=kappa).terms(_coupled, w, jnp.eye(6)[:, :4], LR, None)
+    assert int(c.n_critical) == 2
+    # U is fixed only up to signs: compare the sign-free Σ = U X Uᵀ.
+    U_ref = np.linalg.eigh(np.asarray(jax.hessian(_coupled)(w)))[1][:, ::-1][:, :2]
+    sigma_ref = U_ref @ X_ref @ U_ref.T
+    sigma = c.U @ c.X @ c.U.T
+    assert np.linalg.norm(sigma - sigma_ref) <= 1e-4 * np.linalg.norm(sigma_ref)
+    velocity = -LR * (g + 0.5 * np.einsum("ij,ijc->c", X_ref, G[:2, :2]))
+    np.testing.assert_allclose(c.velocity, velocity, rtol=1e-4, atol=1e-10)
+
+
+def test_quartic_sharpness_pinned_and_sigma_formula(x64):
+    p = fo.problems.softening_quartic(dtype=jnp.float64)
+    ds = fo.simulate(p, lr=1.0, steps=200, flows=("central",), save_params=True)
+    c = ds.sel(flow="central")
+    onset = int(np.argmax(c.n_critical.values > 0))
+    assert 0 < onset < 100
+    after = slice(onset + 10, None)
+    assert np.abs(c.sharpness.values[after] - 2.0).max() <= 1e-3
+    # σ² = 2⟨−∇L, ∇S⟩/‖∇S‖², with ∇S from a dense eigen-decomposition.
+    f = lambda w: p.flat_loss(w, p.data)
+    sharp = lambda w: jnp.linalg.eigvalsh(jax.hessian(f)(w))[-1]
+    for w, sigma in zip(c.params.values[after][::20], c.sigma.values[after][::20], strict=True):
+        gS, gL = jax.grad(sharp)(jnp.asarray(w)), jax.grad(f)(jnp.asarray(w))
+        want = 2 * jnp.vdot(-gL, gS) / jnp.vdot(gS, gS)
+        assert sigma[0] == pytest.approx(float(want), rel=1e-3)
+        assert sigma[0] == pytest.approx(2 * 0.01 / 1.0, rel=1e-3)  # = 2c/a on this toy
+    # GD's oscillation variance around the central flow matches σ².
+    assert float(c.gd_variance[-50:, 0].mean()) == pytest.approx(0.02, rel=0.05)
+    # Oracle counts: 4 Euler steps per GD step, third derivatives only past onset.
+    assert int(c.n_grad) == 4 * 200 + 1
+    assert 4 * (200 - onset) - 8 <= int(c.n_third) <= 4 * (200 - onset) + 8
+
+
+@pytest.fixture(scope="module")
+def mlp_ds():
+    p = fo.problems.mlp_regression(seed=2)
+    return fo.simulate(p, lr=0.1, steps=1000, flows=("gradient", "central"), eig_k=2)
+
+
+def test_central_flow_on_mlp_past_eos(mlp_ds):
+    ds = mlp_ds
+    c = ds.sel(flow="central")
+    assert c.sharpness.dtype == np.float64 and ds.attrs["dtype"] == "float32"
+    onset = int(np.argmax(c.n_critical.values > 0))
+    assert 0 < onset < 900
+    assert float(np.abs(0.1 * c.sharpness[onset + 5 :] - 2).max()) <= 0.01
+    gd_sharp = 0.1 * ds.sharpness.sel(flow="gd").values
+    assert gd_sharp[onset:].max() > 2.0  # GD is at the edge of stability too
+    ratio = float(c.center_distance_to_gd[-1] / ds.center_distance_to_gd.sel(flow="gradient")[-1])
+    assert ratio <= 0.3
+    gd_mean = float(ds.loss.sel(flow="gd")[-50:].mean())
+    assert abs(float(c.predicted_loss[-1]) - gd_mean) <= 0.2 * gd_mean
+    assert int(c.n_third) > 0 and int(c.n_hvp) > 0 and int(c.n_grad) == 4001
+    assert float(c.sdcp_residual.max()) <= 1e-4
+
+
+def _callbacks(fn, *args):
+    """Host callbacks in the lowered program, as (count, their source locations)."""
+    text = jax.jit(fn).lower(*args).as_text(debug_info=True)
+    calls = re.findall(r"custom_call @\w*callback\w*\(.*loc\((#loc\d+)\)", text)
+    names = [re.search(rf"^{loc} = loc\(\"([^\"]*)\"", text, re.M) for loc in calls]
+    return len(calls), {m.group(1) if m else "?" for m in names}
+
+
+def test_central_flow_lowers_without_host_callbacks():
+    p = fo.problems.mlp_regression(width=8)
+    f, w0, lr = p.flat_loss, p.flat_w0, jnp.float32(0.1)
+    flow = fo.CentralFlow(max_k=2)
+    U = initial_basis(p.n_params, 2, jnp.float32)
+    # The vector field (eigen-refinement, third derivatives, SDCP) has none at all.
+    assert _callbacks(lambda w, U, d: flow.terms(f, w, U, lr, d), w0, U, p.data)[0] == 0
+    # The whole solve has only diffrax's own check of SaveAt(ts), in an error branch
+    # that runs once and only for invalid ts: as many as a bare diffrax solve has.
+    run = lambda w, lr, d: flow.run(f, w, lr, d, 3)
+    n, where = _callbacks(run, w0, lr, p.data)
+    bare = lambda y: (
+        diffrax.diffeqsolve(
+            diffrax.ODETerm(lambda t, y, a: -y),
+            diffrax.Euler(),
+            0.0,
+            3.0,
+            0.25,
+            y,
+            saveat=diffrax.SaveAt(ts=jnp.arange(4.0)),
+        ).ys
+    )
+    assert n <= _callbacks(bare, w0)[0]
+    assert where <= {"cond/branch_1_fun/pure_callback"}
+    states, counts, _ = jax.jit(run)(w0, lr, p.data)
+    assert states[0].dtype == jnp.float32 and states[0].shape == (4, p.n_params)
+
+
+@pytest.mark.parametrize(
+    "kwargs, word",
+    [
+        ({"kappa": 0.0}, "kappa"),
+        ({"max_k": 0}, "max_k"),
+        ({"track_threshold": 1.99, "sdcp_threshold": 1.95}, "track_threshold"),
+        ({"ritz_iters": 0}, "ritz_iters"),
+    ],
+)
+def test_bad_settings_are_named(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        fo.CentralFlow(**kwargs)
+
+
+def test_several_outputs_give_sigma_of_rank_two_with_both_eigenvalues_pinned():
+    p = fo.problems.mlp_regression(d_out=3)
+    ds = fo.simulate(p, lr=0.1, steps=500, flows=("central",), eig_k=2)
+    c = ds.sel(flow="central")
+    two = int(np.argmax(c.n_critical.values >= 2))
+    assert 0 < two < 450
+    sigma = c.sigma.values[two + 10 :]  # (steps, max_k)
+    assert (sigma[:, 1] > 1e-3).all()  # rank 2: both variances are positive
+    pinned = 0.1 * c.eigs.values[two + 10 :, :2]
+    assert np.abs(pinned - 2).max() <= 0.01
+    assert float(c.sdcp_residual.max()) <= 1e-4
+
+
+def test_warns_when_every_tracked_slot_is_above_the_tracking_threshold():
+    p = fo.problems.quadratic([19.0, 18.0, 17.0, 1.0])
+    with pytest.warns(UserWarning, match="max_k"):
+        ds = fo.simulate(p, lr=0.1, steps=5, flows=(fo.CentralFlow(max_k=2),))
+    assert (ds.n_tracked.sel(flow="central") == 2).all()
+    # Below 1.95/η nothing is critical: central flow is gradient flow, here by Euler at
+    # dt = 1/4, whose iterates on a quadratic are (1 − ηλ/4)^(4t).
+    lam = np.array([19.0, 18.0, 17.0, 1.0])
+    w = (1 - 0.1 * lam / 4) ** (4 * np.arange(6)[:, None])  # (steps+1, n)
+    np.testing.assert_allclose(ds.loss.sel(flow="central"), 0.5 * (lam * w**2).sum(1), rtol=1e-5)
