@@ -59,6 +59,23 @@ def distance(ds: xr.Dataset, ax=None):
     return ax
 
 
+def sigma(ds: xr.Dataset, ax=None, *, flow: str = "central"):
+    """Central flow's predicted oscillation variances σ² (eigenvalues of X, solid) against
+    GD's observed squared deviation from the central flow along Σ's eigenvectors (dotted)."""
+    ax = ax or plt.gca()
+    c = ds.sel(flow=flow)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i in range(c.sizes["eig"]):
+        if not np.nanmax(c.sigma[:, i], initial=0) > 0:
+            continue
+        color = colors[i % len(colors)]
+        ax.plot(ds.step, c.sigma[:, i], color=color, lw=1.6, label=f"σ²_{i + 1} (predicted)")
+        ax.plot(ds.step, c.gd_variance[:, i], color=color, lw=1, ls=":", label=f"GD, mode {i + 1}")
+    ax.set(xlabel="step", ylabel="variance", title="oscillation variance along Σ's eigenvectors")
+    ax.legend(fontsize=7)
+    return ax
+
+
 def overview(ds: xr.Dataset, path=None):
     """Loss, sharpness and distance to GD side by side; saved as PNG when `path` is given.
 

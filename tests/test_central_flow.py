@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 from test_sdcp import cvx_reference
 
 import flowode as fo
@@ -130,6 +131,9 @@ def test_quartic_sharpness_pinned_and_sigma_formula(x64):
         assert sigma[0] == pytest.approx(2 * 0.01 / 1.0, rel=1e-3)  # = 2c/a on this toy
     # GD's oscillation variance around the central flow matches σ².
     assert float(c.gd_variance[-50:, 0].mean()) == pytest.approx(0.02, rel=0.05)
+    ax = Figure().subplots()
+    fo.plot.sigma(ds, ax)
+    assert len(ax.lines) == 2  # one mode: σ² and GD's variance
     # Oracle counts: 4 Euler steps per GD step, third derivatives only past onset.
     assert int(c.n_grad) == 4 * 200 + 1
     assert 4 * (200 - onset) - 8 <= int(c.n_third) <= 4 * (200 - onset) + 8

@@ -12,6 +12,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PyTree, Scalar
 
 from .._spectral import FlatLoss, OracleCounts
@@ -100,6 +101,11 @@ class AbstractFlow(AbstractProcess):
         """The norm that `blowup` bounds (default: of the whole state)."""
         return _tree_norm(y)
 
+    def _max_steps(self, steps: int) -> int:
+        if isinstance(self.stepsize_controller, diffrax.ConstantStepSize) and self.dt0:
+            return int(np.ceil(steps / self.dt0)) + 1
+        return self.max_steps_per_gd_step * steps + 1000
+
     def run(self, f, w0, lr, data, steps, progress_meter=None):
         y0 = self.init(f, w0, lr, data)
         scale = self.blowup * (1.0 + self.size(y0))
@@ -120,7 +126,7 @@ class AbstractFlow(AbstractProcess):
             saveat=diffrax.SaveAt(ts=ts, solver_state=True),
             stepsize_controller=self.stepsize_controller,
             event=diffrax.Event(diverged),
-            max_steps=self.max_steps_per_gd_step * steps + 1000,
+            max_steps=self._max_steps(steps),
             throw=False,
             progress_meter=progress_meter or diffrax.NoProgressMeter(),
         )
