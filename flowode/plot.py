@@ -40,7 +40,7 @@ def sharpness(ds: xr.Dataset, ax=None):
         if flow == "midpoint":
             continue
         ax.plot(ds.step, ds.sharpness.sel(flow=flow), **_style(flow))
-    ax.axhline(2.0 / ds.attrs["lr"], color="k", ls="--", lw=1, label="2/η")
+    ax.axhline(2.0 / ds.attrs["lr"], color="k", ls="--", lw=1, label="2/η", zorder=0)
     ax.set(xlabel="step", ylabel="sharpness λ₁(H)", title="sharpness")
     ax.legend(fontsize=7)
     return ax
