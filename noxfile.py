@@ -1,4 +1,4 @@
-"""Sessions: tests, slow, demo, figures, bench, lint."""
+"""Sessions: tests, slow, demo, figures, notebooks, bench, lint."""
 
 import glob
 
@@ -33,8 +33,15 @@ def demo(session):
 def figures(session):
     """Regenerate every PNG in paper_figures/."""
     session.install("-e", ".")
-    for script in sorted(glob.glob("paper_figures/*.py")):
+    for script in sorted(glob.glob("paper_figures/[!_]*.py")):
         session.run("python", script)
+
+
+@nox.session
+def notebooks(session):
+    """Execute examples/*.ipynb top to bottom, so they cannot rot."""
+    session.install("-e", ".", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29", "pandas")
+    session.run("python", "examples/run_notebooks.py", *session.posargs)
 
 
 @nox.session
@@ -48,5 +55,6 @@ def bench(session):
 @nox.session
 def lint(session):
     session.install("ruff")
-    session.run("ruff", "check", "flowode", "tests", "benchmarks", "paper_figures", "noxfile.py")
-    session.run("ruff", "format", "--check", "flowode", "tests", "benchmarks", "paper_figures")
+    dirs = ("flowode", "tests", "benchmarks", "paper_figures", "examples")
+    session.run("ruff", "check", *dirs, "noxfile.py")
+    session.run("ruff", "format", "--check", *dirs, "noxfile.py")

@@ -118,3 +118,17 @@ def test_cifar10_reads_existing_batches_and_names_a_missing_folder(tmp_path):
     x, y = fo.problems.cifar10(tmp_path, classes=tuple(range(10)))
     assert x.shape == (40, 3, 32, 32) and y.shape == (40,)
     np.testing.assert_allclose(np.asarray(x).mean((0, 2, 3)), 0, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "make, lr", [(fo.problems.digits_mlp, 0.6), (fo.problems.digits_cnn, 0.25)]
+)
+def test_digits_gd_reaches_eos_and_both_flows_end_closer_than_gradient_flow(make, lr):
+    flows = ("gd", "gradient", fo.CentralFlow(max_k=2), "rod")
+    ds = fo.simulate(make(), lr=lr, steps=1000, flows=flows, eig_every=5)
+    gd_sharp = lr * ds.sharpness.sel(flow="gd").values[-200:]
+    assert abs(np.nanmean(gd_sharp) - 2) <= 0.1
+    final = ds.center_distance_to_gd.isel(step=-1)
+    assert final.sel(flow="central") < final.sel(flow="gradient")
+    assert final.sel(flow="rod") < final.sel(flow="gradient")

@@ -20,7 +20,7 @@ PROBLEMS = {
     "quartic": (softening_quartic, 1.0),
     "factorisation": (factorisation, 0.25),
     "mlp": (mlp_regression, 0.1),
-    "digits-mlp": (digits_mlp, 0.2),
-    "digits-cnn": (digits_cnn, 0.2),
-    "sort-transformer": (sorting_transformer, 0.2),
+    "digits-mlp": (digits_mlp, 0.6),
+    "digits-cnn": (digits_cnn, 0.25),
+    "sort-transformer": (sorting_transformer, 0.1),
 }

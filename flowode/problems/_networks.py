@@ -92,7 +92,7 @@ def digits_mlp(
     """An MLP 64-width-…-width-C on `n` of scikit-learn's bundled digits, MSE or cross-entropy.
 
     The default (64-32-32-10, 3466 parameters, 512 images, MSE on one-hot labels) reaches
-    the edge of stability at η = 0.2 within a few hundred steps.
+    the edge of stability at η = 0.6 after about 360 steps.
     """
     x, y = digits(n, classes, seed=seed, dtype=dtype)
     key = jax.random.fold_in(jax.random.key(seed), 2)
@@ -108,23 +108,49 @@ def digits_mlp(
     return Problem(objective, model, name=name, data=(x, y))
 
 
+class _Conv3x3(eqx.Module):
+    """A 3×3 convolution with zero padding 1, as one matmul over shifted copies (im2col).
+
+    On CPU this is ~20× faster than XLA's convolution for these tiny images and channel
+    counts, and its HVPs are plain matmuls.
+    """
+
+    weight: Array  # (c_out, c_in, 3, 3)
+    bias: Array  # (c_out,)
+
+    def __init__(self, c_in: int, c_out: int, *, key):
+        bound = 1 / jnp.sqrt(9 * c_in)
+        kw, kb = jax.random.split(key)
+        self.weight = jax.random.uniform(kw, (c_out, c_in, 3, 3), minval=-bound, maxval=bound)
+        self.bias = jax.random.uniform(kb, (c_out,), minval=-bound, maxval=bound)
+
+    def __call__(self, x: Array) -> Array:  # (c_in, B, H, W) -> (c_out, B, H, W)
+        c_in, B, H, W = x.shape
+        xp = jnp.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+        shifted = [xp[:, :, i : i + H, j : j + W] for i in range(3) for j in range(3)]
+        patches = jnp.stack(shifted, axis=1).reshape(c_in * 9, -1)  # (c_in·9, B·H·W)
+        w = self.weight.reshape(self.weight.shape[0], -1)  # (c_out, c_in·9)
+        return (w @ patches + self.bias[:, None]).reshape(-1, B, H, W)  # one matmul
+
+
 class _CNN(eqx.Module):
-    conv1: eqx.nn.Conv2d
-    conv2: eqx.nn.Conv2d
+    conv1: _Conv3x3
+    conv2: _Conv3x3
     head: eqx.nn.Linear
     activation: Callable = eqx.field(static=True)
 
-    def __call__(self, image: Array) -> Array:  # (64,) -> (C,)
-        h = self.activation(self.conv1(image.reshape(1, 8, 8)))  # (c, 8, 8)
-        h = self.activation(self.conv2(h))  # (c, 8, 8)
-        c = h.shape[0]
-        h = h.reshape(c, 4, 2, 4, 2).mean((2, 4))  # 2×2 average pooling: (c, 4, 4)
-        return self.head(h.reshape(-1))
+    def __call__(self, images: Array) -> Array:  # a batch (B, 64) -> logits (B, C)
+        B = images.shape[0]
+        # Channels first, then the batch: each convolution is one matmul, no transposes.
+        h = self.activation(self.conv1(images.reshape(1, B, 8, 8)))  # (c, B, 8, 8)
+        h = self.activation(self.conv2(h))  # (c, B, 8, 8)
+        h = h.reshape(-1, B, 4, 2, 4, 2).mean((3, 5))  # 2×2 average pooling: (c, B, 4, 4)
+        return jax.vmap(self.head)(h.transpose(1, 0, 2, 3).reshape(B, -1))
 
 
 def digits_cnn(
-    n: int = 512,
-    channels: int = 8,
+    n: int = 256,
+    channels: int = 4,
     *,
     classes: tuple[int, ...] = tuple(range(10)),
     loss: str = "mse",
@@ -133,13 +159,13 @@ def digits_cnn(
     dtype=jnp.float32,
 ) -> Problem:
     """A small CNN on the 8×8 digits: two 3×3 convolutions, 2×2 average pooling, a linear
-    head (1954 parameters with 8 channels), MSE on one-hot labels or cross-entropy."""
+    head (838 parameters with 4 channels), MSE on one-hot labels or cross-entropy."""
     x, y = digits(n, classes, seed=seed, dtype=dtype)
     k1, k2, k3 = jax.random.split(jax.random.fold_in(jax.random.key(seed), 3), 3)
     C = len(classes)
     model = _CNN(
-        eqx.nn.Conv2d(1, channels, 3, padding=1, key=k1),
-        eqx.nn.Conv2d(channels, channels, 3, padding=1, key=k2),
+        _Conv3x3(1, channels, key=k1),
+        _Conv3x3(channels, channels, key=k2),
         eqx.nn.Linear(channels * 16, C, key=k3),
         activation,
     )
@@ -147,7 +173,7 @@ def digits_cnn(
 
     def objective(model, data):
         x, y = data
-        return lossfn(jax.vmap(model)(x), y)
+        return lossfn(model(x), y)
 
     return Problem(
         objective, _cast(model, dtype), name=f"digits-cnn-{channels}-{loss}", data=(x, y)

@@ -1,5 +1,5 @@
 """GD iterates against the rod ends X ± Y on the softening quartic, with gradient flow,
-and the sharpness against 2/η. Writes rod_quartic.png and rod_quartic.nc."""
+and the sharpness against 2/η. Writes fig1_toy.png and fig1_toy.nc."""
 
 from pathlib import Path
 
@@ -18,7 +18,7 @@ def main():
     with jax.enable_x64(True):
         problem = fo.problems.softening_quartic(dtype=jnp.float64)
         ds = fo.simulate(problem, lr=1.0, steps=300, flows=FLOWS, save_params=True)
-    fo.save(ds, HERE / "rod_quartic.nc")
+    fo.save(ds, HERE / "fig1_toy.nc")
     steps = ds.step.values
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), layout="constrained")
 
@@ -55,8 +55,8 @@ def main():
 
     fo.plot.sharpness(ds, axes[2])
     fig.suptitle("softening quartic L = −cu + ½(s₀ + au)v² + ¼bv⁴, η = 1")
-    fig.savefig(HERE / "rod_quartic.png", dpi=120)
-    print("wrote", HERE / "rod_quartic.png")
+    fig.savefig(HERE / "fig1_toy.png", dpi=120)
+    print("wrote", HERE / "fig1_toy.png")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,64 @@
+"""Cost of every process on every figure's problem: oracle calls per GD step and compiled
+wall time, read from the netCDF files the other figure scripts wrote. Writes
+fig5_cost_table.md and fig5_cost_table.png."""
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+import flowode as fo
+
+HERE = Path(__file__).parent
+FILES = ("fig1_toy", "fig2_digits_mlp", "fig2_digits_cnn", "fig3_sigma", "fig4_transformer")
+HEADER = ("problem", "params", "flow", "grads/step", "HVPs/step", "thirds/step", "wall s", "×GD")
+
+
+def rows():
+    for name in FILES:
+        path = HERE / f"{name}.nc"
+        if not path.exists():
+            raise FileNotFoundError(
+                f"{path} is missing: run the other paper_figures scripts first."
+            )
+        ds = fo.load(path)
+        steps, gd_wall = ds.attrs["steps"], float(ds.wall_time.sel(flow="gd"))
+        for flow in ds.flow.values:
+            if flow == "midpoint":
+                continue
+            r = ds.sel(flow=flow)
+            yield (
+                ds.attrs["problem"],
+                str(ds.attrs["n_params"]),
+                str(flow),
+                f"{int(r.n_grad) / steps:.1f}",
+                f"{int(r.n_hvp) / steps:.1f}",
+                f"{int(r.n_third) / steps:.2f}",
+                f"{float(r.wall_time):.3f}",
+                f"{float(r.wall_time) / gd_wall:.0f}",
+            )
+
+
+def main():
+    table = list(rows())
+    md = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    md += ["| " + " | ".join(r) + " |" for r in table]
+    (HERE / "fig5_cost_table.md").write_text(
+        "Oracle calls per GD step and compiled wall time (compilation excluded), one run on "
+        "2 CPU cores; x GD is the ratio to GD's wall time in the same run.\n\n"
+        + "\n".join(md)
+        + "\n"
+    )
+    fig, ax = plt.subplots(figsize=(12, 0.32 * len(table) + 0.8), layout="constrained")
+    ax.axis("off")
+    t = ax.table(cellText=table, colLabels=HEADER, loc="center", cellLoc="right")
+    t.auto_set_font_size(False)
+    t.set_fontsize(8)
+    t.auto_set_column_width(range(len(HEADER)))
+    ax.set_title("cost per process: oracle calls per GD step and compiled wall time")
+    fig.savefig(HERE / "fig5_cost_table.png", dpi=120)
+    print("\n".join(md))
+    print(f"wrote {HERE / 'fig5_cost_table.png'}")
+
+
+if __name__ == "__main__":
+    main()
