@@ -48,14 +48,14 @@ def main():
         + "\n".join(md)
         + "\n"
     )
-    fig, ax = plt.subplots(figsize=(12, 0.32 * len(table) + 0.8), layout="constrained")
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(table) + 0.6))
     ax.axis("off")
     t = ax.table(cellText=table, colLabels=HEADER, loc="center", cellLoc="right")
     t.auto_set_font_size(False)
     t.set_fontsize(8)
     t.auto_set_column_width(range(len(HEADER)))
     ax.set_title("cost per process: oracle calls per GD step and compiled wall time")
-    fig.savefig(HERE / "fig5_cost_table.png", dpi=120)
+    fig.savefig(HERE / "fig5_cost_table.png", dpi=120, bbox_inches="tight")
     print("\n".join(md))
     print(f"wrote {HERE / 'fig5_cost_table.png'}")
 
