@@ -131,6 +131,8 @@ def simulate(
     _check_positive_int("steps", steps)
     _check_positive_int("eig_k", eig_k)
     _check_positive_int("eig_every", eig_every)
+    if not isinstance(save_params, bool | np.bool_):
+        raise TypeError(f"save_params must be True or False, got {save_params!r}.")
     processes = _resolve(flows)
     progress = steps >= 5000 if progress is None else progress
 

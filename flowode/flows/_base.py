@@ -101,6 +101,27 @@ class AbstractFlow(AbstractProcess):
         """The norm that `blowup` bounds (default: of the whole state)."""
         return _tree_norm(y)
 
+    def __check_init__(self):
+        name = type(self).__name__
+        if not isinstance(self.solver, diffrax.AbstractSolver):
+            raise TypeError(f"{name}: solver must be a diffrax solver, got {self.solver!r}.")
+        if not isinstance(self.stepsize_controller, diffrax.AbstractStepSizeController):
+            raise TypeError(
+                f"{name}: stepsize_controller must be a diffrax step-size controller, "
+                f"got {self.stepsize_controller!r}."
+            )
+        if self.dt0 is not None and not (isinstance(self.dt0, int | float) and self.dt0 > 0):
+            raise ValueError(f"{name}: dt0 must be a positive number or None, got {self.dt0!r}.")
+        if isinstance(self.stepsize_controller, diffrax.ConstantStepSize) and self.dt0 is None:
+            raise ValueError(f"{name}: a ConstantStepSize controller needs dt0 (in GD steps).")
+        steps = self.max_steps_per_gd_step
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(
+                f"{name}: max_steps_per_gd_step must be an integer >= 1, got {steps!r}."
+            )
+        if not (isinstance(self.blowup, int | float) and self.blowup > 0):
+            raise ValueError(f"{name}: blowup must be a positive number, got {self.blowup!r}.")
+
     def _max_steps(self, steps: int) -> int:
         if isinstance(self.stepsize_controller, diffrax.ConstantStepSize) and self.dt0:
             return int(np.ceil(steps / self.dt0)) + 1
