@@ -174,7 +174,13 @@ def simulate(
         for name, value in process.describe().items():
             attrs[f"{process.name}_{name}"] = value
         if result is not None:
-            attrs[f"{process.name}_status"] = _status(result)
+            attrs[f"{process.name}_status"] = status = _status(result)
+            if status.startswith("failed"):
+                warnings.warn(
+                    f"{process.name} flow {status} Its values stop where the solve did "
+                    "(see diverged_at); everything before is kept.",
+                    stacklevel=2,
+                )
         if isinstance(process, GradientDescent):  # its states carry the midpoint process
             records[process.name] = {**observed(process, states), **costs}
             gd_iterates = jnp.asarray(records["gd"]["center"])
@@ -225,8 +231,26 @@ def _moving_average(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def _status(result) -> str:
-    if result == diffrax.RESULTS.successful:
+    """diffrax's result code as a sentence that says what to change."""
+    R = diffrax.RESULTS
+    if result == R.successful:
         return "successful"
-    if result == diffrax.RESULTS.event_occurred:
+    if result == R.event_occurred:
         return "stopped: the state diverged (non-finite or past the blow-up bound)"
-    return diffrax.RESULTS[result]
+    if result == R.max_steps_reached:
+        return (
+            "failed: the solver reached its step limit (max_steps_per_gd_step x steps); the "
+            "flow is stiffer than this solver handles at this tolerance. Raise "
+            "max_steps_per_gd_step, loosen rtol/atol, or use a stabilised solver (fo.RKC2)."
+        )
+    if result == R.dt_min_reached:
+        return (
+            "failed: the step size fell below the controller's dtmin. Loosen rtol/atol, "
+            "lower dtmin, or use a stiffness-aware solver (fo.RKC2)."
+        )
+    if result == R.max_steps_rejected:
+        return (
+            "failed: too many rejected steps in a row. Loosen rtol/atol or give the "
+            "controller a smaller dt0."
+        )
+    return f"failed: {R[result]} Try a smaller step (dt0), looser tolerances or another solver."

@@ -101,3 +101,23 @@ def test_gradient_flow_blowup_stops_early_and_keeps_prefix(x64):
     assert 0 < at < 50
     assert np.all(np.isfinite(ds.loss.sel(flow="gradient")[:at]))
     assert "diverged" in ds.attrs["gradient_status"]
+
+
+def test_solver_failure_is_explained_and_keeps_the_prefix(x64):
+    p = fo.problems.quadratic([1.0, 300.0], dtype=jnp.float64)
+    stiff = fo.GradientFlow(
+        solver=__import__("diffrax").Tsit5(),
+        stepsize_controller=__import__("diffrax").PIDController(rtol=1e-10, atol=1e-12),
+        max_steps_per_gd_step=1,
+    )
+    with pytest.warns(UserWarning, match="max_steps_per_gd_step"):
+        ds = fo.simulate(p, lr=0.1, steps=2000, flows=(stiff,), eig_every=100)
+    assert "step limit" in ds.attrs["gradient_status"]
+    g = ds.sel(flow="gradient")
+    stop = int(g.diverged_at)
+    assert 0 < stop < 2000
+    assert np.isfinite(g.loss[:stop]).all()
+    # What was computed is right: gradient flow on a quadratic has a closed form.
+    t = np.arange(stop)
+    want = 0.5 * (np.exp(-0.2 * t) + 300 * np.exp(-0.1 * 300 * 2 * t))
+    np.testing.assert_allclose(g.loss[:stop], want, rtol=1e-6, atol=1e-12)
