@@ -44,7 +44,8 @@ def test_gradient_flow_on_random_quadratics_matches_closed_form(lam, c, w0, lr):
         ws = _gf(jnp.asarray(w0), jnp.asarray(lr), (jnp.asarray(lam), jnp.asarray(c)))
         t = np.arange(STEPS + 1)[:, None]
         want = c + np.exp(-lr * lam * t) * (w0 - c)
-        np.testing.assert_allclose(ws, want, rtol=1e-3, atol=1e-5 * (1 + np.abs(w0 - c).max()))
+        # rtol 1e-5 bounds the local error; the global error over 20 steps is a few times it.
+        np.testing.assert_allclose(ws, want, rtol=1e-3, atol=1e-4 * (1 + np.abs(w0 - c).max()))
 
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
