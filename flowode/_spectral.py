@@ -75,10 +75,8 @@ def top_eigs(
     """
     n, k = U0.shape
     if use_dense(n, k):
-        H = jax.hessian(f)(w, data)  # (n, n)
-        H = 0.5 * (H + H.T)
-        evals, evecs = jnp.linalg.eigh(H)
-        return evals[::-1][:k], evecs[:, ::-1][:, :k], jnp.asarray(n, jnp.int32)
+        evals, evecs = _dense_top(f, w, k, data)
+        return evals, evecs, jnp.asarray(n, jnp.int32)
     evals, evecs, iters = lobpcg_standard(
         lambda V: hvp_block(f, w, V, data), U0, m=maxiter, tol=tol
     )
@@ -93,6 +91,12 @@ def _desc_eigh(T):
     """Eigenpairs of the symmetric T in descending order."""
     theta, C = jnp.linalg.eigh(0.5 * (T + T.T))
     return theta[::-1], C[:, ::-1]
+
+
+def _dense_top(f, w, k, data):
+    """Top-k eigenpairs (descending) of the dense Hessian: n HVPs' worth of work."""
+    theta, C = _desc_eigh(jax.hessian(f)(w, data))  # (n,), (n, n)
+    return theta[:k], C[:, :k]
 
 
 def refine_eigs(
@@ -113,10 +117,8 @@ def refine_eigs(
     """
     n, k = U.shape
     if use_dense(n, 2 * k):
-        H = jax.hessian(f)(w, data)  # (n, n)
-        theta, C = _desc_eigh(H)
-        U = C[:, :k]
-        return theta[:k], U, U * theta[:k], n
+        theta, U = _dense_top(f, w, k, data)
+        return theta, U, U * theta, n
     U, _ = jnp.linalg.qr(U)  # (n, k)
     HU = hvp_block(f, w, U, data)  # (n, k)
     theta, C = _desc_eigh(U.T @ HU)

@@ -33,6 +33,7 @@ class CentralTerms(NamedTuple):
     theta: Float[Array, " k"]  # Ritz values, descending
     U: Float[Array, "n k"]  # Ritz vectors
     HU: Float[Array, "n k"]
+    P: Float[Array, "k k"]  # UᵀHU, symmetrised
     n_critical: Int[Array, ""]  # the critical set is the first n_critical columns of U
     gradP: Float[Array, "k k n"]  # ∇P_ij, zero outside the critical block
     X: Float[Array, "k k"]  # SDCP solution, zero outside the critical block
@@ -152,7 +153,7 @@ class CentralFlow(AbstractFlow):
         X, residual = _sdcp_on_prefix(alpha, beta, crit, n_crit)
         velocity = -lr * (g + 0.5 * jnp.einsum("ij,ijn->n", X, G))
         return CentralTerms(
-            g, theta, U, HU, n_crit, G, X, residual, velocity, jnp.int32(n_hvp), n_third
+            g, theta, U, HU, P, n_crit, G, X, residual, velocity, jnp.int32(n_hvp), n_third
         )
 
     def init(self, f, w0, lr, data):
@@ -195,10 +196,8 @@ class CentralFlow(AbstractFlow):
         sigma, Q = jnp.linalg.eigh(c.X)
         sigma, Q = sigma[::-1], Q[:, ::-1]
         V = c.U @ Q  # (n, k): Σ's eigenvectors
-        loss = f(w, data)
-        P = c.U.T @ c.HU
         return {
-            "predicted_loss": loss + 0.5 * jnp.sum(P * c.X),
+            "predicted_loss": f(w, data) + 0.5 * jnp.sum(c.P * c.X),
             "predicted_grad_norm": jnp.sqrt(jnp.sum(c.grad**2) + jnp.sum((c.HU.T @ c.HU) * c.X)),
             "sigma": sigma,
             "gd_deviation": (V.T @ (w_gd - w)) ** 2,
