@@ -15,6 +15,8 @@ STEP_VARS = (
     "center_distance_to_gd",
 )
 COST_VARS = ("n_grad", "n_hvp", "n_third", "wall_time", "compile_time", "diverged_at")
+INT_VARS = ("diverged_at", "n_grad", "n_hvp", "n_third")
+PARAM_VARS = ("params", "iterates")  # along `param`, kept in the run's dtype
 
 DESCRIPTIONS = {
     "loss": "L at the process's own point (GD iterate, flow state, rod centre)",
@@ -34,7 +36,8 @@ DESCRIPTIONS = {
     "diverged_at": "first step with a non-finite state, -1 if none",
     "predicted_grad_norm": "central: sqrt(|grad L|^2 + <U^T H^2 U, X>) (GD's RMS grad norm)",
     "sigma": "central: eigenvalues of X, GD's oscillation variance along Sigma's eigenvectors",
-    "gd_variance": "central: (v_i^T (w_GD - w))^2 along Sigma's eigenvectors v_i, moving average",
+    "gd_deviation": "central: (v_i^T (w_GD - w))^2 along Sigma's eigenvectors v_i",
+    "gd_variance": "central: gd_deviation, centred moving average over variance_window steps",
     "n_critical": "central: number of eigenvalues in the SDCP (lr*lambda > sdcp_threshold)",
     "n_tracked": "central: number of eigenvalues with lr*lambda >= track_threshold",
     "sdcp_residual": "central: scale-free natural residual of the SDCP solve",
@@ -59,7 +62,7 @@ def build_dataset(records: dict[str, dict[str, np.ndarray]], attrs: dict) -> xr.
             np.shape(v)[1]
             for rec in records.values()
             for k, v in rec.items()
-            if np.ndim(v) == 2 and k not in ("params", "iterates")
+            if np.ndim(v) == 2 and k not in PARAM_VARS
         ),
         default=0,
     )
@@ -72,11 +75,12 @@ def build_dataset(records: dict[str, dict[str, np.ndarray]], attrs: dict) -> xr.
         elif sample.ndim == 1:
             dims, shape = ("flow", "step"), (n_step,)
         else:  # along `eig`, processes may give different lengths: pad with NaN
-            last = "param" if name in ("params", "iterates") else "eig"
+            last = "param" if name in PARAM_VARS else "eig"
             width = n_eig if last == "eig" else sample.shape[1]
             dims, shape = ("flow", "step", last), (n_step, width)
-        is_int = name in ("diverged_at", "n_grad", "n_hvp", "n_third")
-        fill, dtype = (-1, np.int64) if is_int else (np.nan, float)
+        fill, dtype = (-1, np.int64) if name in INT_VARS else (np.nan, float)
+        if name in PARAM_VARS:
+            dtype = sample.dtype
         arr = np.full((len(labels), *shape), fill, dtype=dtype)
         for i, label in enumerate(labels):
             if name in records[label]:
@@ -93,6 +97,22 @@ def save(ds: xr.Dataset, path: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike) -> xr.Dataset:
-    """Read a Dataset written by `save` (or `Dataset.to_netcdf`) fully into memory."""
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
+    """Read a Dataset written by `save` or `simulate(out=...)` fully into memory.
+
+    A run file from an unfinished run holds the steps it completed.
+    """
+    with read(path) as ds:
         return ds.load()
+
+
+def read(path: str | os.PathLike) -> xr.Dataset:
+    """Open a results file lazily: variables are read from disk when they are used.
+
+    Everything but `params` and `iterates` is small; those stay on disk until indexed.
+    Close the Dataset (or use `with`) before the same file is written again.
+    """
+    ds = xr.open_dataset(path, engine="h5netcdf")
+    done = ds.attrs.get("completed_steps")
+    if done is not None and ds.sizes.get("step", 0) > int(done) + 1:  # killed mid-write
+        ds = ds.isel(step=slice(0, int(done) + 1))
+    return ds

@@ -135,9 +135,24 @@ def _check(alpha, beta):
     dtype = jnp.result_type(alpha, beta)
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.result_type(float)
+    alpha, beta = alpha.astype(dtype), beta.astype(dtype)
     alpha = eqx.error_if(alpha, ~jnp.isfinite(alpha).all(), "SDCP: alpha has non-finite entries")
     beta = eqx.error_if(beta, ~jnp.isfinite(beta).all(), "SDCP: beta has non-finite entries")
-    return alpha.astype(dtype), beta.astype(dtype)
+    # Symmetry and PSD-ness up to roundoff (relative √eps); `_solve` then removes the roundoff.
+    rtol = float(np.sqrt(jnp.finfo(dtype).eps))
+    skew = jnp.max(jnp.abs(alpha - alpha.T)) > rtol * jnp.max(jnp.abs(alpha))
+    alpha = eqx.error_if(alpha, skew, "SDCP: alpha must be symmetric")
+    E = _svec_basis(k, dtype)
+    B = jnp.einsum("aij,ijkl,bkl->ab", E, beta, E)  # β on symmetric matrices, (m, m)
+    scale = jnp.max(jnp.abs(B))
+    beta = eqx.error_if(
+        beta,
+        jnp.max(jnp.abs(B - B.T)) > rtol * scale,
+        "SDCP: beta must be self-adjoint on symmetric matrices (beta_ijkl = beta_klij)",
+    )
+    lowest = jnp.linalg.eigvalsh((B + B.T) / 2)[0]
+    beta = eqx.error_if(beta, lowest < -rtol * scale, "SDCP: beta must be positive semidefinite")
+    return alpha, beta
 
 
 @eqx.filter_jit
@@ -181,7 +196,8 @@ def solve_sdcp_with_info(
 ) -> tuple[Float[Array, "k k"], SDCPInfo]:
     """Solve SDCP(α, β) and return (X, SDCPInfo).
 
-    α is symmetrised and β symmetrised and clipped to PSD first. `tol` bounds the scale-free
+    α must be symmetric and β a self-adjoint PSD operator on symmetric matrices, up to
+    roundoff (relative √eps), which is removed before solving. `tol` bounds the scale-free
     `info.rel_residual` (default 1e-12 in float64, 1.2e-5 in float32); `max_steps` caps Newton.
     Follows the input dtype; jit-, vmap- and grad-compatible (implicit differentiation). If
     β = 0 and α ⋡ 0 there is no solution and X = +inf; other unbounded problems (β singular

@@ -1,27 +1,27 @@
 """`simulate`: run GD and its flows from the same start and return one Dataset."""
 
-import time
+import hashlib
+import os
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from ._observe import observe
+from . import _store
 from ._problem import Problem
-from ._results import build_dataset
+from ._results import COST_VARS, PARAM_VARS, build_dataset, read as read_results
+from ._runner import Runner
 from ._version import __version__
 from .flows import (
-    AbstractFlow,
     AbstractProcess,
     CentralFlow,
     GradientDescent,
     GradientFlow,
-    Midpoint,
     RodFlow,
 )
 
@@ -35,37 +35,6 @@ FLOWS: dict[str, type[AbstractProcess]] = {
 # Central flow's `gd_variance`: GD's squared deviation along Σ's eigenvectors, averaged
 # over this many steps (even, so that the period-2 oscillation averages out).
 VARIANCE_WINDOW = 20
-
-# Compiled programs, keyed by process, loss, settings and argument shapes.
-_PROGRAMS: dict[Any, Any] = {}
-
-
-def _signature(tree) -> tuple:
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return (treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
-
-
-def _compiled(key, fn, *args):
-    """AOT-compile `fn(*args)` once per key; returns (executable, compile seconds)."""
-    key = (key, _signature(args))
-    try:
-        hit = _PROGRAMS.get(key)
-    except TypeError:  # an unhashable setting: compile every time
-        key, hit = None, None
-    if hit is not None:
-        return hit, 0.0
-    start = time.perf_counter()
-    program = jax.jit(fn).lower(*args).compile()
-    elapsed = time.perf_counter() - start
-    if key is not None:
-        _PROGRAMS[key] = program
-    return program, elapsed
-
-
-def _timed(program, *args):
-    start = time.perf_counter()
-    out = jax.block_until_ready(program(*args))
-    return out, time.perf_counter() - start
 
 
 def _resolve(flows) -> list[AbstractProcess]:
@@ -93,12 +62,32 @@ def _check_positive_int(name, value):
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
-def _first_nonfinite(*arrays) -> int:
-    bad = np.zeros(len(arrays[0]), dtype=bool)
-    for a in arrays:
-        a = np.asarray(a).reshape(len(a), -1)
-        bad |= ~np.all(np.isfinite(a), axis=1)
-    return int(np.argmax(bad)) if bad.any() else -1
+def _fingerprint(problem: Problem) -> str:
+    """A digest of w0 and the data, to check that a resumed run is the same problem."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves((problem.flat_w0, problem.data)):
+        leaf = np.asarray(jax.device_get(leaf))
+        digest.update(str((leaf.shape, leaf.dtype)).encode())
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()[:20]
+
+
+def _check_same_run(path, saved: dict, attrs: dict):
+    for key in ("problem", "fingerprint", "lr", "dtype", "flow_settings", "eig_k", "eig_every"):
+        key_saved = saved.get(key)
+        if isinstance(key_saved, np.generic):
+            key_saved = key_saved.item()
+        if key_saved != attrs[key]:
+            raise ValueError(
+                f"cannot resume {os.fspath(path)!r}: it was written with {key} = {key_saved!r}, "
+                f"this run has {key} = {attrs[key]!r}. Resume with the same problem and "
+                "settings, or start a new file."
+            )
+    if int(saved["chunk"]) != attrs["chunk"]:
+        raise ValueError(
+            f"cannot resume {os.fspath(path)!r}: it was written in chunks of "
+            f"{int(saved['chunk'])} steps, this run asks for {attrs['chunk']}."
+        )
 
 
 def simulate(
@@ -110,15 +99,25 @@ def simulate(
     eig_k: int = 1,
     eig_every: int = 1,
     save_params: bool = False,
-    progress: bool | None = None,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    chunk: int = 1000,
+    progress: bool | Callable[[int, int], object] | None = None,
 ) -> xr.Dataset:
     """Run GD and the given flows on `problem` for `steps` GD steps at learning rate `lr`.
 
     Every process starts from `problem.w0`; GD always runs, as the reference. Returns a
     Dataset with dims `flow` and `step` (0..steps), `eig` (eig_k top eigenvalues) and,
-    with `save_params=True`, `param`. `progress` shows a bar for each flow's solve
-    (default: on for runs of 5000 steps or more). A diverging process does not raise: its
+    with `save_params=True`, `param`. A diverging process does not raise: its
     `diverged_at` is the first non-finite step, and its values before that are kept.
+
+    The run goes in compiled chunks of `chunk` steps. With `out`, every chunk is appended
+    to that netCDF file as soon as it is done, with a checkpoint of every process, and
+    the Dataset returned reads its parameters from the file, so memory does not grow
+    with `steps`. `resume=True` continues the run in `out` from its last checkpoint (same
+    problem and settings; `steps` may be larger), bit-identical to an uninterrupted run.
+    `progress`: True prints a line per chunk; a callable is called as progress(done,
+    steps) after each (default: a line per chunk from 5000 steps on).
     """
     if not isinstance(problem, Problem):
         raise TypeError(f"simulate needs a flowode.Problem, got {type(problem).__name__}.")
@@ -128,94 +127,151 @@ def simulate(
         raise ValueError(f"lr must be a positive number, got {lr!r}.") from None
     if not (np.isfinite(lr_value) and lr_value > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr!r}.")
-    _check_positive_int("steps", steps)
-    _check_positive_int("eig_k", eig_k)
-    _check_positive_int("eig_every", eig_every)
+    for name, value in (
+        ("steps", steps),
+        ("eig_k", eig_k),
+        ("eig_every", eig_every),
+        ("chunk", chunk),
+    ):
+        _check_positive_int(name, value)
     if not isinstance(save_params, bool | np.bool_):
         raise TypeError(f"save_params must be True or False, got {save_params!r}.")
+    if resume and out is None:
+        raise ValueError("resume=True needs out=, the run file to continue.")
+    if progress is None:
+        progress = steps >= 5000
+    if not (callable(progress) or isinstance(progress, bool | np.bool_)):
+        raise TypeError(f"progress must be True, False or a callable, got {progress!r}.")
+    report = progress if callable(progress) else (_print_progress if progress else None)
     processes = _resolve(flows)
-    progress = steps >= 5000 if progress is None else progress
 
-    f, w0, data = problem.flat_loss, problem.flat_w0, problem.data
+    w0 = problem.flat_w0
     lr_arr = jnp.asarray(lr_value, dtype=w0.dtype)
-    records: dict[str, dict[str, np.ndarray]] = {}
+    runner = Runner(
+        processes,
+        problem.flat_loss,
+        w0,
+        lr_arr,
+        problem.data,
+        length=min(int(chunk), int(steps)),
+        eig_k=int(eig_k),
+        eig_every=int(eig_every),
+        save_params=bool(save_params),
+    )
+    attrs = _attributes(problem, processes, lr_value, steps, eig_k, eig_every, chunk)
+    if resume:
+        saved, saved_costs, arrays = _store.read(out)
+        _check_same_run(out, saved, attrs)
+        done = int(saved["completed_steps"])
+        if done > steps:
+            raise ValueError(
+                f"cannot resume {os.fspath(out)!r} to {steps} steps: it already has {done}."
+            )
+        costs = {
+            label: {name: saved_costs[name][i].item() for name in COST_VARS}
+            for i, label in enumerate(saved_costs["flow"])
+        }
+        statuses = {
+            p.name: str(saved[f"{p.name}_status"]) for p in processes if f"{p.name}_status" in saved
+        }
+        runner.restore(done, arrays, costs, statuses)
+    else:
+        runner.start()
+
+    chunks: dict[str, dict[str, list]] = {label: {} for label in runner.labels}  # no `out`
+    while runner.done < steps:
+        new_steps, records = runner.chunk(min(runner.length, steps - runner.done))
+        status = {f"{k}_status": v for k, v in runner.statuses.items()}
+        if out is None:
+            for label, rec in records.items():
+                for name, value in rec.items():
+                    chunks[label].setdefault(name, []).append(value)
+        else:
+            if new_steps[0] == 0:
+                _store.create(out, runner.labels, records, attrs)
+            _store.append(
+                out,
+                new_steps,
+                records,
+                {**status, "steps": int(steps)},
+                runner.checkpoint(),
+                runner.done,
+            )
+        if report is not None:
+            report(runner.done, steps)
+
+    # Central flow's GD variance is a moving average across chunks: taken at the end.
+    if out is None:
+        attrs.update({f"{k}_status": v for k, v in runner.statuses.items()})
+        merged = {
+            label: {k: v[-1] if k in COST_VARS else np.concatenate(v) for k, v in rec.items()}
+            for label, rec in chunks.items()
+        }
+        for rec in merged.values():
+            if "gd_deviation" in rec:
+                rec["gd_variance"] = _moving_average(rec["gd_deviation"], VARIANCE_WINDOW)
+                attrs["variance_window"] = VARIANCE_WINDOW
+        ds = build_dataset(merged, attrs)
+    else:
+        with read_results(out) as ds:
+            deviation = ds.gd_deviation.values if "gd_deviation" in ds else None
+        if deviation is not None:
+            variance = np.stack([_moving_average(row, VARIANCE_WINDOW) for row in deviation])
+            _store.write_variable(out, "gd_variance", variance)
+            _store.append_attrs(out, {"variance_window": VARIANCE_WINDOW})
+        ds = read_results(out)
+        for name in ds.data_vars:  # all but the parameters, which stay on disk
+            if name not in PARAM_VARS:
+                ds[name].load()
+        if not any(name in ds for name in PARAM_VARS):
+            ds.close()  # everything is in memory
+    _warn(processes, ds, runner.statuses)
+    return ds
+
+
+def _attributes(problem, processes, lr, steps, eig_k, eig_every, chunk) -> dict[str, Any]:
     attrs: dict[str, Any] = {
-        "lr": lr_value,
+        "lr": lr,
         "steps": int(steps),
         "problem": problem.name,
         "n_params": problem.n_params,
-        "dtype": str(w0.dtype),
+        "dtype": str(problem.flat_w0.dtype),
         "eig_k": int(eig_k),
         "eig_every": int(eig_every),
+        "chunk": int(chunk),
+        "flows": ",".join(p.name for p in processes),
+        "flow_settings": "; ".join(repr(p) for p in processes),
+        "fingerprint": _fingerprint(problem),
         "flowode_version": __version__,
     }
-
-    def observed(process, states, w_gd=None):
-        key = ("observe", process, f, steps, eig_k, eig_every)
-        fn = lambda s, lr, d, g: observe(process, f, s, lr, d, g, eig_k=eig_k, eig_every=eig_every)
-        program, _ = _compiled(key, fn, states, lr_arr, data, w_gd)
-        return jax.device_get(program(states, lr_arr, data, w_gd))
-
     for process in processes:
-        kwargs = {}
-        if isinstance(process, AbstractFlow) and progress:
-            kwargs["progress_meter"] = diffrax.TqdmProgressMeter()
-        key = ("run", process, f, steps, progress)
-        run = lambda w, lr, d, p=process, kw=kwargs: p.run(f, w, lr, d, steps, **kw)
-        program, compile_time = _compiled(key, run, w0, lr_arr, data)
-        (states, counts, result), wall = _timed(program, w0, lr_arr, data)
-        costs = {
-            "n_grad": int(counts.n_grad),
-            "n_hvp": int(counts.n_hvp),
-            "n_third": int(counts.n_third),
-            "wall_time": wall,
-            "compile_time": compile_time,
-        }
         for name, value in process.describe().items():
             attrs[f"{process.name}_{name}"] = value
-        if result is not None:
-            attrs[f"{process.name}_status"] = status = _status(result)
-            if status.startswith("failed"):
-                warnings.warn(
-                    f"{process.name} flow {status} Its values stop where the solve did "
-                    "(see diverged_at); everything before is kept.",
-                    stacklevel=2,
-                )
-        if isinstance(process, GradientDescent):  # its states carry the midpoint process
-            records[process.name] = {**observed(process, states), **costs}
-            gd_iterates = jnp.asarray(records["gd"]["center"])
-            records["midpoint"] = {**observed(Midpoint(), states, gd_iterates), **costs}
-            records["midpoint"]["n_grad"] += 1  # it needs one step beyond the last
-        else:
-            records[process.name] = {**observed(process, states, gd_iterates), **costs}
-        rec = records[process.name]
-        if "gd_deviation" in rec:
-            rec["gd_variance"] = _moving_average(rec.pop("gd_deviation"), VARIANCE_WINDOW)
-            attrs["variance_window"] = VARIANCE_WINDOW
-        if isinstance(process, CentralFlow) and np.any(rec["n_tracked"] >= rec["sigma"].shape[1]):
-            warnings.warn(
-                f"central flow: all {rec['sigma'].shape[1]} tracked eigenvalues rose above "
-                f"lr*lambda = {process.track_threshold}; a further one may turn critical "
-                "unseen. Use CentralFlow(max_k=...) with a larger max_k.",
-                stacklevel=2,
-            )
+    return attrs
 
-    # Distances to GD (iterates) and to its midpoint process (centres).
-    gd = records["gd"]["center"]
-    gd_mid = records["midpoint"]["center"]
-    for rec in records.values():
-        with np.errstate(all="ignore"):  # diverged processes give inf - inf
-            iterate = rec.pop("iterate")
-            rec["distance_to_gd"] = np.linalg.norm(iterate - gd, axis=-1)
-            rec["center_distance_to_gd"] = np.linalg.norm(rec["center"] - gd_mid, axis=-1)
-        rec["sharpness"] = rec["eigs"][:, 0]
-        rec["diverged_at"] = _first_nonfinite(rec["center"], rec["loss"])
-        rec.pop("observe_hvps")
-        center = rec.pop("center")
-        if save_params:
-            rec["params"] = center
-            rec["iterates"] = iterate
-    return build_dataset(records, attrs)
+
+def _warn(processes, ds: xr.Dataset, statuses: dict[str, str]):
+    for process in processes:
+        status = statuses.get(process.name, "successful")
+        if status.startswith("failed"):
+            warnings.warn(
+                f"{process.name} flow {status} Its values stop where the solve did "
+                "(see diverged_at); everything before is kept.",
+                stacklevel=3,
+            )
+        if isinstance(process, CentralFlow):
+            n_tracked, width = ds.n_tracked.sel(flow=process.name), process.max_k
+            if np.any(n_tracked.values >= min(width, ds.attrs["n_params"])):
+                warnings.warn(
+                    f"central flow: all {width} tracked eigenvalues rose above "
+                    f"lr*lambda = {process.track_threshold}; a further one may turn critical "
+                    "unseen. Use CentralFlow(max_k=...) with a larger max_k.",
+                    stacklevel=3,
+                )
+
+
+def _print_progress(done: int, steps: int):
+    print(f"flowode: {done}/{steps} steps", file=sys.stderr, flush=True)
 
 
 def _moving_average(x: np.ndarray, window: int) -> np.ndarray:
@@ -228,29 +284,3 @@ def _moving_average(x: np.ndarray, window: int) -> np.ndarray:
     half = window // 2
     out[half : half + len(x) - window + 1] = (c[window:] - c[:-window]) / window
     return out
-
-
-def _status(result) -> str:
-    """diffrax's result code as a sentence that says what to change."""
-    R = diffrax.RESULTS
-    if result == R.successful:
-        return "successful"
-    if result == R.event_occurred:
-        return "stopped: the state diverged (non-finite or past the blow-up bound)"
-    if result == R.max_steps_reached:
-        return (
-            "failed: the solver reached its step limit (max_steps_per_gd_step x steps); the "
-            "flow is stiffer than this solver handles at this tolerance. Raise "
-            "max_steps_per_gd_step, loosen rtol/atol, or use a stabilised solver (fo.RKC2)."
-        )
-    if result == R.dt_min_reached:
-        return (
-            "failed: the step size fell below the controller's dtmin. Loosen rtol/atol, "
-            "lower dtmin, or use a stiffness-aware solver (fo.RKC2)."
-        )
-    if result == R.max_steps_rejected:
-        return (
-            "failed: too many rejected steps in a row. Loosen rtol/atol or give the "
-            "controller a smaller dt0."
-        )
-    return f"failed: {R[result]} Try a smaller step (dt0), looser tolerances or another solver."

@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from . import plot
-from ._results import save
 from ._simulate import FLOWS, simulate
 from .problems import PROBLEMS
 
@@ -43,13 +43,12 @@ def _run_one(name, lr, steps, flows, out, png, **kwargs):
     lr = default_lr if lr is None else lr
     start = time.perf_counter()
     try:
-        ds = simulate(make(), lr=lr, steps=steps, flows=flows, **kwargs)
-    except ValueError as e:  # bad settings are the user's to fix, not a crash
+        ds = simulate(make(), lr=lr, steps=steps, flows=flows, out=out, **kwargs)
+    except (ValueError, FileNotFoundError) as e:  # bad settings are the user's to fix
         raise UserError(str(e)) from None
     print(_summary(ds))
     print(f"({time.perf_counter() - start:.1f} s in all, compilation included)\n")
     if out is not None:
-        save(ds, out)
         print(f"wrote {out}")
     if png is not None:
         plot.overview(ds, png)
@@ -79,8 +78,59 @@ def _positive(kind):
 
 
 def _run(args):
+    if args.resume is not None:
+        _resume(args)
+        return
+    if args.problem is None:
+        raise UserError("run needs --problem (or --resume FILE to continue a run)")
     flows = tuple(s.strip() for s in args.flows.split(",") if s.strip())
-    _run_one(args.problem, args.lr, args.steps, flows, args.output, args.plot, eig_k=args.eig_k)
+    steps = 1000 if args.steps is None else args.steps
+    _run_one(
+        args.problem,
+        args.lr,
+        steps,
+        flows,
+        args.output,
+        args.plot,
+        eig_k=1 if args.eig_k is None else args.eig_k,
+        chunk=1000 if args.chunk is None else args.chunk,
+        progress=True,
+    )
+
+
+def _resume(args):
+    """Continue the run in a file: its problem and settings come from the file itself."""
+    path = args.resume
+    if args.output is not None and Path(args.output) != Path(path):
+        raise UserError("--resume continues the run in its own file; leave out -o")
+    try:
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            a = dict(ds.attrs)
+    except FileNotFoundError:
+        raise UserError(f"nothing to resume: {path} does not exist") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read {path} as a flowode run file ({e})") from None
+    missing = [k for k in ("problem", "lr", "steps", "flows", "eig_k", "chunk") if k not in a]
+    if missing:
+        raise UserError(f"{path} is not a flowode run file (no {', '.join(missing)} attribute)")
+    for option in ("problem", "lr", "eig_k", "chunk"):
+        given = getattr(args, option)
+        if given is not None and str(given) != str(a[option]):
+            raise UserError(f"{path} was run with --{option} {a[option]}; it cannot change")
+    steps = int(a["steps"]) if args.steps is None else args.steps
+    print(f"resuming {path} at step {int(a.get('completed_steps', 0))} of {steps}")
+    _run_one(
+        str(a["problem"]),
+        float(a["lr"]),
+        steps,
+        tuple(str(a["flows"]).split(",")),
+        path,
+        args.plot,
+        eig_k=int(a["eig_k"]),
+        chunk=int(a["chunk"]),
+        resume=True,
+        progress=True,
+    )
 
 
 def main(argv=None) -> int:
@@ -92,12 +142,18 @@ def main(argv=None) -> int:
     demo.add_argument("--outdir", default="out", help="where the .nc and .png files go")
     demo.set_defaults(func=_demo)
     run = sub.add_parser("run", help="run one built-in problem")
-    run.add_argument("--problem", required=True, help=f"one of {', '.join(sorted(PROBLEMS))}")
+    run.add_argument("--problem", default=None, help=f"one of {', '.join(sorted(PROBLEMS))}")
     run.add_argument("--lr", type=_positive(float), default=None, help="learning rate η")
-    run.add_argument("--steps", type=_positive(int), default=1000, help="GD steps")
+    run.add_argument("--steps", type=_positive(int), default=None, help="GD steps (1000)")
     run.add_argument("--flows", default="gd,gradient", help=f"comma-separated: {','.join(FLOWS)}")
-    run.add_argument("--eig-k", type=_positive(int), default=1, help="top eigenvalues to track")
-    run.add_argument("-o", "--output", default=None, help="netCDF file to write")
+    run.add_argument("--eig-k", type=_positive(int), default=None, help="top eigenvalues (1)")
+    run.add_argument("--chunk", type=_positive(int), default=None, help="steps per chunk (1000)")
+    run.add_argument(
+        "-o", "--output", default=None, help="netCDF file, written chunk by chunk as the run goes"
+    )
+    run.add_argument(
+        "--resume", default=None, metavar="FILE", help="continue the run written to FILE"
+    )
     run.add_argument("--plot", default=None, help="PNG file to write")
     run.set_defaults(func=_run)
     args = parser.parse_args(argv)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import flowode as fo
-import flowode._simulate as simulate_module
+import flowode._runner as runner_module
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 N, STEPS = 3, 20
@@ -91,7 +91,7 @@ def test_simulate_is_bit_identical_across_runs_and_recompiles():
     problem = fo.problems.softening_quartic()
     flows = ("gd", "gradient", "central", "rod")
     first = fo.simulate(problem, lr=1.0, steps=60, flows=flows, eig_k=2)
-    simulate_module._PROGRAMS.clear()  # compile everything again
+    runner_module._PROGRAMS.clear()  # compile everything again
     second = fo.simulate(problem, lr=1.0, steps=60, flows=flows, eig_k=2)
     for name, var in first.data_vars.items():
         if name in ("wall_time", "compile_time"):

@@ -136,17 +136,37 @@ def test_k8_converges(x64, null):
     assert abs(float(info.complementarity)) <= 1e-8
 
 
-def test_symmetrises_inputs(x64):
+def test_parts_invisible_on_symmetric_matrices_are_ignored(x64):
     alpha, beta, _ = central_flow_instance(3, 7)
     X = solve_sdcp(jnp.asarray(alpha), jnp.asarray(beta))
     rng = np.random.default_rng(0)
     skew = rng.standard_normal((3, 3))
     skew -= skew.T
-    D = rng.standard_normal((3, 3, 3, 3))
-    # Same quadratic form on symmetric matrices: skew rows and a pair-antisymmetric part added.
-    beta2 = beta + np.einsum("ij,kl->ijkl", skew, skew.T @ skew) + D - D.transpose(2, 3, 0, 1)
-    X2 = solve_sdcp(jnp.asarray(alpha + skew), jnp.asarray(beta2))
+    # β_ijkl + skew_ij M_kl + M_ij skew_kl: the same operator on symmetric matrices.
+    M = rng.standard_normal((3, 3))
+    beta2 = beta + np.einsum("ij,kl->ijkl", skew, M) + np.einsum("ij,kl->ijkl", M, skew)
+    X2 = solve_sdcp(jnp.asarray(alpha), jnp.asarray(beta2))
     np.testing.assert_allclose(np.asarray(X2), np.asarray(X), rtol=1e-9, atol=1e-12)
+    # Roundoff-sized asymmetry is accepted too.
+    X3 = solve_sdcp(jnp.asarray(alpha + 1e-14 * skew * np.abs(alpha).max()), jnp.asarray(beta))
+    np.testing.assert_allclose(np.asarray(X3), np.asarray(X), rtol=1e-9, atol=1e-12)
+
+
+def test_asymmetric_or_indefinite_inputs_are_rejected(x64):
+    alpha, beta, _ = central_flow_instance(3, 7)
+    rng = np.random.default_rng(1)
+    skew = rng.standard_normal((3, 3))
+    skew -= skew.T
+    with pytest.raises(Exception, match="alpha must be symmetric"):
+        solve_sdcp(jnp.asarray(alpha + 0.1 * skew), jnp.asarray(beta))
+    D = rng.standard_normal((3, 3, 3, 3))
+    D = D + D.transpose(1, 0, 2, 3) + D.transpose(0, 1, 3, 2) + D.transpose(1, 0, 3, 2)
+    with pytest.raises(Exception, match="beta must be self-adjoint"):
+        solve_sdcp(jnp.asarray(alpha), jnp.asarray(beta + D - D.transpose(2, 3, 0, 1)))
+    with pytest.raises(Exception, match="beta must be positive semidefinite"):
+        solve_sdcp(jnp.asarray(alpha), jnp.asarray(-beta))
+    with pytest.raises(Exception, match="alpha must be symmetric"):  # also under jit
+        jax.jit(solve_sdcp)(jnp.asarray(alpha + 0.1 * skew), jnp.asarray(beta))
 
 
 def test_implicit_gradient(x64):

@@ -1,8 +1,11 @@
 """Abstract processes: discrete GD and the ODE flows that model it share one interface.
 
-A process turns (loss, w0, lr, data, steps) into its states at GD steps 0..steps.
-It then says, per saved state, where its centre is (the point it sits at), which
-GD iterate it predicts, and any predictions of its own (`observables`).
+A process starts from (loss, w0, lr, data) and advances a *carry* (all it needs to go
+on) by a number of GD steps at a time, returning its states at every step. `simulate`
+runs long trajectories as a sequence of such chunks, which is what makes results
+stream to disk and runs resumable. Per saved state, a process says where its centre
+is (the point it sits at), which GD iterate it predicts, and any predictions of its
+own (`observables`).
 """
 
 import abc
@@ -13,11 +16,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PyTree, Scalar
+from jaxtyping import Array, Float, Int, PyTree, Scalar
 
 from .._spectral import FlatLoss, OracleCounts
 
 State = PyTree[Array]
+Carry = PyTree[Array]
 
 
 class AbstractProcess(eqx.Module):
@@ -26,10 +30,35 @@ class AbstractProcess(eqx.Module):
     name: ClassVar[str]
 
     @abc.abstractmethod
+    def start(self, f: FlatLoss, w0: Float[Array, " n"], lr: Scalar, data: PyTree) -> Carry:
+        """The carry at step 0."""
+
+    @abc.abstractmethod
+    def advance(
+        self,
+        f: FlatLoss,
+        carry: Carry,
+        lr: Scalar,
+        data: PyTree,
+        t0: Int[Array, ""],
+        n: Int[Array, ""],
+        length: int,
+    ) -> tuple[State, Carry, OracleCounts, Any]:
+        """Advance the carry from step t0 by n ≤ length steps (t0, n traced; length static).
+
+        Returns the states at t0..t0+length (leading axis length+1; those past t0+n
+        repeat the last), the carry at t0+n, the oracle calls spent and a status code.
+        """
+
     def run(
         self, f: FlatLoss, w0: Float[Array, " n"], lr: Scalar, data: PyTree, steps: int
     ) -> tuple[State, OracleCounts, Any]:
         """States at steps 0..steps (leading axis steps+1), oracle counts, status code."""
+        t0, n = jnp.asarray(0, jnp.int32), jnp.asarray(steps, jnp.int32)
+        states, _, counts, result = self.advance(
+            f, self.start(f, w0, lr, data), lr, data, t0, n, steps
+        )
+        return states, counts, result
 
     @abc.abstractmethod
     def center(self, state: State) -> Float[Array, " n"]:
@@ -93,6 +122,10 @@ class AbstractFlow(AbstractProcess):
     def init(self, f: FlatLoss, w0: Float[Array, " n"], lr: Scalar, data: PyTree) -> State:
         """The flow's state at t = 0."""
 
+    def restart(self, y: State) -> State:
+        """The state a new chunk starts from, given where the last one ended (default: y)."""
+        return y
+
     @abc.abstractmethod
     def vector_field(self, f: FlatLoss, t: Scalar, y: State, lr: Scalar, data: PyTree) -> State:
         """dy/dt at time t (in GD steps)."""
@@ -127,31 +160,38 @@ class AbstractFlow(AbstractProcess):
             return int(np.ceil(steps / self.dt0)) + 1
         return self.max_steps_per_gd_step * steps + 1000
 
-    def run(self, f, w0, lr, data, steps, progress_meter=None):
+    def start(self, f, w0, lr, data):
         y0 = self.init(f, w0, lr, data)
-        scale = self.blowup * (1.0 + self.size(y0))
+        return y0, self.blowup * (1.0 + self.size(y0))  # the state, and the blow-up bound
+
+    def advance(self, f, carry, lr, data, t0, n, length):
+        y0, scale = carry
+        y0 = self.restart(y0)
 
         def diverged(t, y, args, **kwargs):
             return jnp.logical_not(_is_finite_tree(y)) | (self.size(y) > scale)
 
+        dtype = jax.tree_util.tree_leaves(y0)[0].dtype
+        t0 = jnp.asarray(t0, dtype)
+        t1 = t0 + jnp.asarray(n, dtype)
+        ts = jnp.minimum(t0 + jnp.arange(length + 1, dtype=dtype), t1)  # repeats past t1
         term = diffrax.ODETerm(lambda t, y, args: self.vector_field(f, t, y, *args))
-        ts = jnp.arange(steps + 1, dtype=w0.dtype)
         sol = diffrax.diffeqsolve(
             term,
             self.solver,
-            t0=0.0,
-            t1=float(steps),
+            t0=t0,
+            t1=t1,
             dt0=self.dt0,
             y0=y0,
             args=(lr, data),
             saveat=diffrax.SaveAt(ts=ts, solver_state=True),
             stepsize_controller=self.stepsize_controller,
             event=diffrax.Event(diverged),
-            max_steps=self._max_steps(steps),
+            max_steps=self._max_steps(length),
             throw=False,
-            progress_meter=progress_meter or diffrax.NoProgressMeter(),
         )
-        return sol.ys, self._counts(sol), sol.result
+        y1 = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
+        return sol.ys, (y1, scale), self._counts(sol), sol.result
 
     def _counts(self, sol: diffrax.Solution) -> OracleCounts:
         """Gradient and HVP counts from the solver's own counters, or from its tableau."""

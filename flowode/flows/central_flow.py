@@ -177,14 +177,23 @@ class CentralFlow(AbstractFlow):
     def size(self, y):
         return jnp.linalg.norm(y[0])
 
+    def restart(self, y):
+        # Each chunk counts its own oracle calls: the integrated rates start again at 0,
+        # and the start-up eigen-solve's HVPs (counters[2]) are charged to the first
+        # chunk only, which is the one that starts with no rate integrated yet.
+        w, U, c = y
+        first = (c[0] == 0) & (c[1] == 0)
+        return w, U, jnp.stack([0 * c[0], 0 * c[1], jnp.where(first, c[2], 0)])
+
     def _counts(self, sol):
         # The counters integrate the per-evaluation counts over time; times the number of
         # evaluations per unit time this is exact for a fixed step and one stage per step.
         n_eval = super()._counts(sol).n_grad
-        counters, ts = sol.ys[2], sol.ts  # (steps+1, 3), (steps+1,)
+        counters, ts = sol.ys[2], sol.ts  # (length+1, 3), (length+1,)
         ok = jnp.all(jnp.isfinite(counters), axis=1)
         last = jnp.max(jnp.where(ok, jnp.arange(ts.shape[0]), 0))
-        per_time = jnp.where(ts[last] > 0, n_eval / jnp.where(ts[last] > 0, ts[last], 1), 0)
+        span = ts[last] - ts[0]
+        per_time = jnp.where(span > 0, n_eval / jnp.where(span > 0, span, 1), 0)
         c = counters[last]
         n_hvp = jnp.round(c[0] * per_time + c[2]).astype(jnp.int32)
         n_third = jnp.round(c[1] * per_time).astype(jnp.int32)

@@ -20,15 +20,28 @@ class GradientDescent(AbstractProcess):
 
     name: ClassVar[str] = "gd"
 
-    def run(self, f, w0, lr, data, steps):
+    def start(self, f, w0, lr, data):
+        return w0, w0  # (w_{k-1}, w_k); at k = 0 there is no w_{-1}, see `midpoints`
+
+    def advance(self, f, carry, lr, data, t0, n, length):
+        w_prev, w = carry
         grad = jax.grad(f)
 
-        def step(w, _):
-            return w - lr * grad(w, data), w
+        def step(w, i):  # steps past t0 + n + 1 are skipped: w stays where it was
+            w_next = jax.lax.cond(i <= n, lambda w: w - lr * grad(w, data), lambda w: w, w)
+            return w_next, w
 
-        w_last, ws = jax.lax.scan(step, w0, None, length=steps + 1)
-        ws = jnp.concatenate([ws, w_last[None]])  # (steps + 2, n)
-        return (ws[:-1], midpoints(ws)), OracleCounts(n_grad=steps), None
+        w_last, ws = jax.lax.scan(step, w, jnp.arange(length + 1))
+        ws = jnp.concatenate([w_prev[None], ws, w_last[None]])  # k = t0-1 .. t0+length+1
+        mids = midpoints(ws[1:])
+        mids = jnp.where(t0 == 0, mids, 0.25 * (ws[:-2] + 2 * ws[1:-1] + ws[2:]))
+        n_clip = jnp.minimum(n, length)
+        carry = (ws[n_clip], ws[n_clip + 1])  # (w_{t0+n-1}, w_{t0+n})
+        states = (ws[1:-1], mids)
+        # Past t0 + n the iterates repeat the last: make the saved states do the same.
+        keep = (jnp.arange(length + 1) <= n)[:, None]
+        states = tuple(jnp.where(keep, s, s[n_clip]) for s in states)
+        return states, carry, OracleCounts(n_grad=n), None
 
     def center(self, state):
         return state[0]
@@ -46,8 +59,11 @@ class Midpoint(AbstractProcess):
 
     name: ClassVar[str] = "midpoint"
 
-    def run(self, f, w0, lr, data, steps):
-        return GradientDescent().run(f, w0, lr, data, steps)
+    def start(self, f, w0, lr, data):
+        return GradientDescent().start(f, w0, lr, data)
+
+    def advance(self, f, carry, lr, data, t0, n, length):
+        return GradientDescent().advance(f, carry, lr, data, t0, n, length)
 
     def center(self, state):
         return state[1]

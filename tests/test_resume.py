@@ -1,0 +1,164 @@
+"""Incremental run files and resume: a killed run keeps every chunk and resumes exactly."""
+
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import flowode as fo
+from flowode.cli import main
+
+MLP = fo.problems.mlp_regression()  # one object: its compiled programs are reused
+TIMES = ("wall_time", "compile_time")  # the only variables allowed to differ
+SETTINGS = dict(lr=0.5, steps=150, flows=("gd", "gradient", "rod", "central"), eig_k=2, chunk=60)
+
+
+def assert_same_run(a: xr.Dataset, b: xr.Dataset):
+    assert set(a.data_vars) == set(b.data_vars)
+    for name in a.data_vars:
+        if name not in TIMES:
+            np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+    assert list(a.flow.values) == list(b.flow.values)
+    np.testing.assert_array_equal(a.step.values, b.step.values)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    path = tmp_path_factory.mktemp("run") / "whole.nc"
+    ds = fo.simulate(MLP, **SETTINGS, save_params=True, out=path)
+    return ds, path
+
+
+def test_out_file_equals_the_in_memory_result(uninterrupted):
+    ds, _ = uninterrupted
+    memory = fo.simulate(MLP, **SETTINGS, save_params=True)
+    assert_same_run(ds, memory)
+    assert ds.sizes["step"] == 151 and ds.attrs["completed_steps"] == 150
+    # The rod and central flow are at the edge of stability: this is a real run.
+    assert abs(float(ds.sharpness.sel(flow="central")[-1]) * 0.5 - 2) < 0.01
+
+
+def test_killed_run_keeps_its_chunks_and_resumes_bit_identically(uninterrupted, tmp_path):
+    whole, _ = uninterrupted
+    path = tmp_path / "killed.nc"
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        import flowode as fo
+
+        def kill_after_two_chunks(done, steps):
+            if done >= 120:
+                os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind
+
+        fo.simulate(fo.problems.mlp_regression(), **{SETTINGS!r}, save_params=True,
+                    out={str(path)!r}, progress=kill_after_two_chunks)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+
+    # Every completed chunk is in the file, readable by plain xarray, and correct.
+    part = fo.load(path)
+    assert part.attrs["completed_steps"] == 120
+    np.testing.assert_array_equal(part.step.values, np.arange(121))
+    # (central flow's moving-average variance is taken when the run finishes)
+    # (costs are totals so far, and central flow's moving-average variance is taken
+    # when the run finishes)
+    costs = ["n_grad", "n_hvp", "n_third", "gd_variance"]
+    assert_same_run(part.drop_vars(costs[:3]), whole.isel(step=slice(0, 121)).drop_vars(costs))
+    with xr.open_dataset(path, engine="h5netcdf") as plain:
+        assert plain.sizes["step"] == 121
+
+    resumed = fo.simulate(MLP, **SETTINGS, save_params=True, out=path, resume=True)
+    assert_same_run(resumed, whole)
+    assert float(resumed.compile_time.sum()) >= 0
+    resumed.close()
+
+
+def test_resume_can_extend_a_finished_run(tmp_path):
+    p = fo.problems.softening_quartic()
+    path = tmp_path / "q.nc"
+    kw = dict(lr=1.0, flows=("gd", "rod"), chunk=20)
+    fo.simulate(p, steps=40, out=path, **kw)
+    longer = fo.simulate(p, steps=90, out=path, resume=True, **kw)
+    # 0..20, 20..40, then 40..60, 60..80, 80..90: the chunks of a 90-step run.
+    direct = fo.simulate(p, steps=90, **kw)
+    assert_same_run(longer, direct)
+
+
+def test_resume_checks_it_is_the_same_run(tmp_path):
+    p = fo.problems.softening_quartic()
+    path = tmp_path / "q.nc"
+    fo.simulate(p, lr=1.0, steps=20, chunk=10, out=path)
+    with pytest.raises(ValueError, match="lr = 1.0.*lr = 0.5"):
+        fo.simulate(p, lr=0.5, steps=20, chunk=10, out=path, resume=True)
+    other = fo.problems.softening_quartic(w0=(0.1, 0.2))
+    with pytest.raises(ValueError, match="fingerprint"):
+        fo.simulate(other, lr=1.0, steps=20, chunk=10, out=path, resume=True)
+    with pytest.raises(ValueError, match="chunks of 10 steps"):
+        fo.simulate(p, lr=1.0, steps=20, chunk=5, out=path, resume=True)
+    with pytest.raises(ValueError, match="flow_settings"):
+        fo.simulate(p, lr=1.0, steps=20, chunk=10, out=path, resume=True, flows=("rod",))
+    with pytest.raises(ValueError, match="already has 20"):
+        fo.simulate(p, lr=1.0, steps=10, chunk=10, out=path, resume=True)
+
+
+def test_resume_errors_name_the_problem(tmp_path):
+    p = fo.problems.quadratic()
+    with pytest.raises(ValueError, match="resume=True needs out="):
+        fo.simulate(p, lr=0.1, steps=5, resume=True)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        fo.simulate(p, lr=0.1, steps=5, out=tmp_path / "missing.nc", resume=True)
+    plain = tmp_path / "plain.nc"
+    fo.save(fo.simulate(p, lr=0.1, steps=5), plain)  # a Dataset saved whole: no checkpoint
+    with pytest.raises(ValueError, match="no checkpoint"):
+        fo.simulate(p, lr=0.1, steps=5, out=plain, resume=True)
+    junk = tmp_path / "junk.nc"
+    junk.write_text("not a netCDF file")
+    with pytest.raises(ValueError, match="not a readable run file"):
+        fo.simulate(p, lr=0.1, steps=5, out=junk, resume=True)
+    with pytest.raises(TypeError, match="progress must be"):
+        fo.simulate(p, lr=0.1, steps=5, progress="yes")
+    with pytest.raises(ValueError, match="chunk must be a positive integer"):
+        fo.simulate(p, lr=0.1, steps=5, chunk=0)
+
+
+def test_cli_resume_continues_from_the_file(tmp_path, capsys):
+    path = tmp_path / "q.nc"
+    args = ["run", "--problem", "quartic", "--flows", "gd,gradient", "--chunk", "10"]
+    assert main([*args, "--steps", "30", "-o", str(path)]) == 0
+    assert main(["run", "--resume", str(path), "--steps", "50"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    direct = fo.simulate(
+        fo.problems.softening_quartic(), lr=1.0, steps=50, flows=("gd", "gradient"), chunk=10
+    )
+    assert_same_run(fo.load(path), direct)
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["--resume", "{missing}"], "nothing to resume"),
+        (["--resume", "{file}", "--lr", "0.3"], "cannot change"),
+        (["--resume", "{file}", "-o", "{other}"], "leave out -o"),
+        ([], "needs --problem"),
+        (["--problem", "quartic", "--steps", "10", "--chunk", "0"], None),
+        (["--problem", "quartic", "--lr", "fast"], None),
+    ],
+)
+def test_cli_user_errors_have_no_traceback(tmp_path, capsys, argv, words):
+    file = tmp_path / "q.nc"
+    fo.simulate(fo.problems.softening_quartic(), lr=1.0, steps=10, chunk=5, out=file)
+    paths = dict(missing=tmp_path / "no.nc", file=file, other=tmp_path / "other.nc")
+    argv = [a.format(**paths) for a in argv]
+    try:
+        rc = main(["run", *argv])
+    except SystemExit as e:  # argparse's own errors: usage and a message, exit 2
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert words is None or words in err, err
