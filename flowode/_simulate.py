@@ -35,6 +35,8 @@ FLOWS: dict[str, type[AbstractProcess]] = {
 # Central flow's `gd_variance`: GD's squared deviation along Σ's eigenvectors, averaged
 # over this many steps (even, so that the period-2 oscillation averages out).
 VARIANCE_WINDOW = 20
+# Central flow: warn where the SDCP's scale-free residual is above this.
+SDCP_WARN = 1e-3
 
 
 def _resolve(flows) -> list[AbstractProcess]:
@@ -260,6 +262,15 @@ def _warn(processes, ds: xr.Dataset, statuses: dict[str, str]):
                 stacklevel=3,
             )
         if isinstance(process, CentralFlow):
+            residual = ds.sdcp_residual.sel(flow=process.name).values
+            bad = int(np.sum(residual > SDCP_WARN))
+            if bad:
+                warnings.warn(
+                    f"central flow: the SDCP solve did not converge at {bad} steps (largest "
+                    f"residual {np.nanmax(residual):.1e}, see sdcp_residual); Sigma is "
+                    "approximate there. Float64 or a smaller dt0 usually helps.",
+                    stacklevel=3,
+                )
             n_tracked, width = ds.n_tracked.sel(flow=process.name), process.max_k
             if np.any(n_tracked.values >= min(width, ds.attrs["n_params"])):
                 warnings.warn(

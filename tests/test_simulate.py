@@ -1,3 +1,5 @@
+import warnings
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -121,3 +123,15 @@ def test_solver_failure_is_explained_and_keeps_the_prefix(x64):
     t = np.arange(stop)
     want = 0.5 * (np.exp(-0.2 * t) + 300 * np.exp(-0.1 * 300 * 2 * t))
     np.testing.assert_allclose(g.loss[:stop], want, rtol=1e-6, atol=1e-12)
+
+
+def test_unconverged_sdcp_is_reported():
+    from flowode._simulate import _warn
+
+    ds = fo.simulate(fo.problems.softening_quartic(), lr=1.0, steps=30, flows=("central",))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a converged run warns of nothing
+        _warn([fo.CentralFlow()], ds, {"central": "successful"})
+    ds["sdcp_residual"].loc[dict(flow="central", step=[10, 11])] = 0.2
+    with pytest.warns(UserWarning, match="did not converge at 2 steps.*2.0e-01"):
+        _warn([fo.CentralFlow()], ds, {"central": "successful"})
