@@ -137,6 +137,8 @@ class Runner:
             gd = isinstance(process, GradientDescent)
             if self.costs[label]["diverged_at"] >= 0:  # nothing left to compute
                 for lab in (label, "midpoint") if gd else (label,):
+                    if lab not in self.shapes:  # a resumed run: nothing observed yet
+                        self.shapes[lab] = self._observation_shapes(process, lab)
                     observed[lab] = _blank(self.shapes[lab], n)
                 continue
             states = self._advance(process, t0, n_arr)
@@ -200,6 +202,25 @@ class Runner:
         out.pop("observe_hvps")
         self.shapes.setdefault(label, {k: np.shape(v)[1:] for k, v in out.items()})
         return out
+
+    def _observation_shapes(self, process, label) -> dict[str, tuple]:
+        """Per-step shapes of a label's observations, traced but not run."""
+        t = jnp.asarray(0, jnp.int32)
+        carry = self.carries[process.name]
+        states = jax.eval_shape(
+            lambda c: process.advance(self.f, c, self.lr, self.data, t, t, self.length)[0], carry
+        )
+        n = self.w0.shape[0]
+        w_gd = None if label == "gd" else jax.ShapeDtypeStruct((self.length + 1, n), self.w0.dtype)
+        observed = Midpoint() if label == "midpoint" else process
+
+        def fn(s, g, U):
+            kw = dict(eig_k=self.eig_k, eig_every=self.eig_every, U0=U, t0=t, n=t)
+            return observe(observed, self.f, s, self.lr, self.data, g, **kw)[0]
+
+        out = jax.eval_shape(fn, states, w_gd, self.bases[label])
+        out.pop("observe_hvps")
+        return {name: v.shape[1:] for name, v in out.items()}
 
     def _derive(self, label, obs, observed, rows, first_step) -> dict[str, np.ndarray]:
         """Distances to GD (iterates) and to its midpoint process (centres); new rows only."""

@@ -140,6 +140,8 @@ def simulate(
         raise TypeError(f"save_params must be True or False, got {save_params!r}.")
     if resume and out is None:
         raise ValueError("resume=True needs out=, the run file to continue.")
+    if out is not None and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise FileNotFoundError(f"out: the folder of {os.fspath(out)!r} does not exist.")
     if progress is None:
         progress = steps >= 5000
     if not (callable(progress) or isinstance(progress, bool | np.bool_)):

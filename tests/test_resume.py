@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import xarray as xr
@@ -113,6 +114,8 @@ def test_resume_errors_name_the_problem(tmp_path):
         fo.simulate(p, lr=0.1, steps=5, resume=True)
     with pytest.raises(FileNotFoundError, match="nothing to resume"):
         fo.simulate(p, lr=0.1, steps=5, out=tmp_path / "missing.nc", resume=True)
+    with pytest.raises(FileNotFoundError, match="folder of .* does not exist"):
+        fo.simulate(p, lr=0.1, steps=5, out=tmp_path / "no" / "such.nc")
     plain = tmp_path / "plain.nc"
     fo.save(fo.simulate(p, lr=0.1, steps=5), plain)  # a Dataset saved whole: no checkpoint
     with pytest.raises(ValueError, match="no checkpoint"):
@@ -162,3 +165,23 @@ def test_cli_user_errors_have_no_traceback(tmp_path, capsys, argv, words):
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     assert words is None or words in err, err
+
+
+def test_resume_after_a_process_diverged(x64, tmp_path):
+    # η·λ = 10: GD diverges in the first chunk, gradient flow does not.
+    p = fo.problems.quadratic([100.0], dtype=jnp.float64)
+    kw = dict(lr=0.1, steps=600, flows=("gd", "gradient"), chunk=200)
+    direct = fo.simulate(p, **kw)
+    assert 0 < int(direct.diverged_at.sel(flow="gd")) < 200
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two_chunks(done, steps):
+        if done >= 400:
+            raise Stop
+
+    path = tmp_path / "div.nc"
+    with pytest.raises(Stop):
+        fo.simulate(p, **kw, out=path, progress=stop_after_two_chunks)
+    assert_same_run(fo.simulate(p, **kw, out=path, resume=True), direct)
