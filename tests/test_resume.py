@@ -149,8 +149,9 @@ def test_cli_resume_continues_from_the_file(tmp_path, capsys):
         (["--resume", "{file}", "--lr", "0.3"], "cannot change"),
         (["--resume", "{file}", "-o", "{other}"], "leave out -o"),
         ([], "needs --problem"),
-        (["--problem", "quartic", "--steps", "10", "--chunk", "0"], None),
-        (["--problem", "quartic", "--lr", "fast"], None),
+        (["--problem", "quartic", "--steps", "10", "--chunk", "0"], "must be positive"),
+        (["--problem", "quartic", "--lr", "fast"], "expected a float"),
+        (["--problem", "nope", "--steps", "5"], "unknown problem 'nope'"),
     ],
 )
 def test_cli_user_errors_have_no_traceback(tmp_path, capsys, argv, words):
