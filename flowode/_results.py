@@ -46,6 +46,19 @@ DESCRIPTIONS = {
 }
 
 
+def eig_width(records: dict[str, dict[str, np.ndarray]]) -> int:
+    """Length of the `eig` dim: the widest per-step variable along it, over all processes."""
+    return max(
+        (
+            np.shape(v)[1]
+            for rec in records.values()
+            for k, v in rec.items()
+            if np.ndim(v) == 2 and k not in PARAM_VARS
+        ),
+        default=0,
+    )
+
+
 def build_dataset(records: dict[str, dict[str, np.ndarray]], attrs: dict) -> xr.Dataset:
     """One Dataset from {flow label: {variable: array}}; missing variables are NaN.
 
@@ -57,15 +70,7 @@ def build_dataset(records: dict[str, dict[str, np.ndarray]], attrs: dict) -> xr.
     for rec in records.values():
         names += [k for k in rec if k not in names]
     n_step = len(next(iter(records.values()))["loss"])
-    n_eig = max(
-        (
-            np.shape(v)[1]
-            for rec in records.values()
-            for k, v in rec.items()
-            if np.ndim(v) == 2 and k not in PARAM_VARS
-        ),
-        default=0,
-    )
+    n_eig = eig_width(records)
     data_vars = {}
     for name in names:
         sample = next(rec[name] for rec in records.values() if name in rec)

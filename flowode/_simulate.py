@@ -221,8 +221,8 @@ def simulate(
             deviation = ds.gd_deviation.values if "gd_deviation" in ds else None
         if deviation is not None:
             variance = np.stack([_moving_average(row, VARIANCE_WINDOW) for row in deviation])
-            _store.write_variable(out, "gd_variance", variance)
-            _store.append_attrs(out, {"variance_window": VARIANCE_WINDOW})
+            attrs = {"variance_window": VARIANCE_WINDOW}
+            _store.write_variable(out, "gd_variance", variance, attrs)
         ds = read_results(out)
         for name in ds.data_vars:  # all but the parameters, which stay on disk
             if name not in PARAM_VARS:

@@ -13,7 +13,7 @@ import h5netcdf
 import h5py
 import numpy as np
 
-from ._results import COST_VARS, DESCRIPTIONS, INT_VARS, PARAM_VARS
+from ._results import COST_VARS, DESCRIPTIONS, INT_VARS, PARAM_VARS, eig_width
 
 CHECKPOINT = "checkpoint"
 
@@ -50,15 +50,7 @@ def _labels(f) -> list[str]:
 
 def create(path, labels: list[str], sample: dict[str, dict[str, np.ndarray]], attrs: dict):
     """A new run file with every variable of `sample` ({label: {name: array}}) at 0 steps."""
-    n_eig = max(
-        (
-            np.shape(v)[-1]
-            for rec in sample.values()
-            for k, v in rec.items()
-            if np.ndim(v) == 2 and k not in PARAM_VARS
-        ),
-        default=0,
-    )
+    n_eig = eig_width(sample)
     with _open(path, "w") as f:
         f.dimensions = {"flow": len(labels), "step": None}
         if n_eig:
@@ -81,8 +73,7 @@ def create(path, labels: list[str], sample: dict[str, dict[str, np.ndarray]], at
                 fill = None if name in INT_VARS else np.dtype(dtype).type(np.nan)
                 var = f.create_variable(name, dims, dtype=dtype, fillvalue=fill)
                 var.attrs["description"] = DESCRIPTIONS.get(name, "")
-        for key, value in attrs.items():
-            f.attrs[key] = value
+        f.attrs.update(attrs)
 
 
 def append(
@@ -118,24 +109,18 @@ def append(
                     group.dimensions[d] = size
                 group.create_variable(name, dims, dtype=value.dtype)
             group.variables[name][...] = value
-        for key, value in attrs.items():
-            f.attrs[key] = value
+        f.attrs.update(attrs)
         f.attrs["completed_steps"] = completed  # last: the file is complete up to here
 
 
-def write_variable(path, name: str, value: np.ndarray):
-    """Add or overwrite one per-step float variable (dims flow, step[, eig])."""
+def write_variable(path, name: str, value: np.ndarray, attrs: dict):
+    """Add or overwrite one per-step float variable (dims flow, step[, eig]) and attributes."""
     with _open(path, "a") as f:
         if name not in f.variables:
             var = f.create_variable(name, _dims(name, value[0]), dtype=np.float64)
             var.attrs["description"] = DESCRIPTIONS.get(name, "")
         f.variables[name][...] = value
-
-
-def append_attrs(path, attrs: dict):
-    with _open(path, "a") as f:
-        for key, value in attrs.items():
-            f.attrs[key] = value
+        f.attrs.update(attrs)
 
 
 def read(path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
