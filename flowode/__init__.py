@@ -5,6 +5,7 @@ loss and returns every trajectory as one xarray Dataset.
 """
 
 from . import plot as plot, problems as problems
+from ._codes import RESULTS as RESULTS
 from ._problem import Problem as Problem
 from ._results import load as load, save as save
 from ._rkc import RKC2 as RKC2

@@ -1,96 +1,85 @@
-"""Per-step diagnostics along a saved trajectory: loss, gradient norm, top eigenvalues.
+"""Per-step diagnostics of a point: its top Hessian eigenvalues, cheaply and honestly.
 
-One `lax.scan` walks the saved states and warm-starts each eigen-solve from the
-previous step's eigenvectors, so tracking the sharpness costs a few HVPs per step.
+The observer keeps each process's eigenbasis from one step to the next. At every
+observed step it takes a fixed number of block Rayleigh–Ritz steps from there (2k HVPs
+for one step), which is as good as a full solve when the point has moved little. Where
+the Ritz residual says it is not, it goes on to convergence (a full solve) and counts
+that, so the cost of diagnostics is known and reported apart from the dynamics.
 """
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int, PyTree, Scalar
+from jax import lax
+from jaxtyping import Array, Bool, Float, Int, PyTree
 
-from ._spectral import FlatLoss, initial_basis, top_eigs
-from .flows._base import AbstractProcess
+from ._spectral import FlatLoss, _dense_top, _ritz_start, _ritz_step, ritz_residual, use_dense
 
 
-def observe(
-    process: AbstractProcess,
+class EigObservation(eqx.Module):
+    eigs: Float[Array, "m k"]  # descending; NaN where not observed
+    basis: Float[Array, "m n k"]  # the warm starts for the next time
+    n_hvp: Int[Array, " m"]
+    fell_back: Bool[Array, " m"]
+
+
+def observe_eigs(
     f: FlatLoss,
-    states: PyTree[Array],
-    lr: Scalar,
+    points: Float[Array, "m n"],
+    U: Float[Array, "m n k"],
     data: PyTree,
-    w_gd: Float[Array, "steps n"] | None = None,
+    due: Bool[Array, ""],
     *,
-    eig_k: int,
-    eig_every: int,
-    U0: Float[Array, "n k"] | None = None,
-    t0: Int[Array, ""] | int = 0,
-    n: Int[Array, ""] | None = None,
-) -> tuple[dict[str, Array], Float[Array, "n k"]]:
-    """Diagnostics at every saved state (leading axis = step), and the last eigenbasis.
+    ritz_iters: int,
+    fallback_tol: float,
+    max_iters: int = 200,
+) -> EigObservation:
+    """Top-k eigenvalues at m points from their warm starts U, if `due`.
 
-    The states are those at steps t0, t0+1, ...; only the first n+1 are observed (the
-    rest are NaN). Eigenvalues are taken every `eig_every` steps, warm-started from `U0`
-    (a fixed start if not given). `w_gd`: GD's iterates at the same steps, for processes
-    that compare themselves with GD (central flow's oscillation variance).
+    Each point takes `ritz_iters` block Rayleigh–Ritz steps. Where a Ritz pair's residual
+    ‖Hu − θu‖ is then above `fallback_tol`·|θ₁|, that point goes on stepping until it
+    is below a tenth of that (a full solve, counted in `fell_back`). The points are
+    observed together in one vmapped loop, so the solver is compiled once however many
+    processes there are. Non-finite points give NaN and keep their warm start.
     """
-    n_steps = jax.tree_util.tree_leaves(states)[0].shape[0]
-    n = n_steps - 1 if n is None else n
-    w0 = process.center(jax.tree_util.tree_map(lambda x: x[0], states))
-    dtype = w0.dtype
-    U0 = initial_basis(w0.shape[0], eig_k, dtype) if U0 is None else U0
-    grad = jax.value_and_grad(f)
+    m, n, k = U.shape
+    dtype = points.dtype
+    finite = jnp.all(jnp.isfinite(points), axis=1)  # (m,)
+    points = jnp.where(finite[:, None], points, 0)  # no NaN enters a solve
 
-    def observe_one(U, k, state, w_ref):
-        w = process.center(state)
-        loss, g = grad(w, data)
-        ok = jnp.all(jnp.isfinite(w)) & jnp.isfinite(loss) & (k % eig_every == 0)
+    def one(w, U):
+        if use_dense(n, 2 * k):
+            theta, V = _dense_top(f, w, k, data)
+            return theta, V, jnp.asarray(n, jnp.int32), jnp.asarray(False)
+        theta, V, HV = _ritz_start(f, w, U, data)
 
-        def solve(U):
-            return top_eigs(f, w, U, data)
+        def cond(c):
+            i, theta, V, HV = c
+            residual = ritz_residual(theta, V, HV)
+            tol = jnp.where(i > ritz_iters, 0.1, 1.0) * fallback_tol
+            unconverged = ~jnp.all(residual <= tol)  # NaN never converges
+            return (i < ritz_iters) | ((i < max_iters) & unconverged)
 
-        def skip(U):
-            return jnp.full((eig_k,), jnp.nan, dtype), U, jnp.asarray(0, jnp.int32)
+        def body(c):
+            i, theta, V, HV = c
+            return (i + 1, *_ritz_step(f, w, theta, V, HV, data))
 
-        eigs, U_new, hvps = jax.lax.cond(ok, solve, skip, U)
-        t = k.astype(dtype)
-        out = {
-            "center": w,
-            "iterate": process.iterate(t, state),
-            "loss": loss,
-            "grad_norm": jnp.linalg.norm(g),
-            "eigs": eigs,
-        }
-        w_ref = w if w_ref is None else w_ref
-        out.update(process.observables(f, t, state, U_new, lr, data, w_ref))
-        return out, U_new, hvps
+        i, theta, V, _ = lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), theta, V, HV))
+        return theta, V, k * (1 + i), i > ritz_iters
 
-    shapes = jax.eval_shape(observe_one, U0, jnp.asarray(t0), *_first(states, w_gd))[0]
+    def solve(U):
+        theta, V, n_hvp, fell_back = jax.vmap(one)(points, U)
+        ok = finite & jnp.all(jnp.isfinite(V), axis=(1, 2))
+        eigs = jnp.where(ok[:, None], theta, jnp.nan)
+        V = jnp.where(ok[:, None, None], V, U)
+        return EigObservation(eigs, V, jnp.where(finite, n_hvp, 0), fell_back & finite)
 
-    def step(carry, inp):
-        U, n_hvp = carry
-        i, state, w_ref = inp
-
-        def nothing(U):
-            out = jax.tree_util.tree_map(_blank, shapes)
-            return out, U, jnp.asarray(0, jnp.int32)
-
-        out, U, hvps = jax.lax.cond(
-            i <= n, lambda U: observe_one(U, t0 + i, state, w_ref), nothing, U
+    def skip(U):
+        return EigObservation(
+            jnp.full((m, k), jnp.nan, dtype),
+            U,
+            jnp.zeros((m,), jnp.int32),
+            jnp.zeros((m,), bool),
         )
-        return (U, n_hvp + hvps), out
 
-    (U_last, n_hvp), out = jax.lax.scan(
-        step, (U0, jnp.asarray(0, jnp.int32)), (jnp.arange(n_steps), states, w_gd)
-    )
-    out["observe_hvps"] = n_hvp
-    return out, U_last
-
-
-def _first(states, w_gd):
-    first = jax.tree_util.tree_map(lambda x: x[0], states)
-    return first, None if w_gd is None else w_gd[0]
-
-
-def _blank(s: jax.ShapeDtypeStruct) -> Array:
-    fill = jnp.nan if jnp.issubdtype(s.dtype, jnp.inexact) else -1
-    return jnp.full(s.shape, fill, s.dtype)
+    return lax.cond(due, solve, skip, U)

@@ -14,8 +14,17 @@ STEP_VARS = (
     "distance_to_gd",
     "center_distance_to_gd",
 )
-COST_VARS = ("n_grad", "n_hvp", "n_third", "wall_time", "compile_time", "diverged_at")
-INT_VARS = ("diverged_at", "n_grad", "n_hvp", "n_third")
+COST_VARS = (
+    "n_grad",
+    "n_hvp",
+    "n_third",
+    "n_hvp_observe",
+    "n_eig_fallback",
+    "wall_time",
+    "compile_time",
+    "diverged_at",
+)
+INT_VARS = ("diverged_at", "n_grad", "n_hvp", "n_third", "n_hvp_observe", "n_eig_fallback")
 PARAM_VARS = ("params", "iterates")  # along `param`, kept in the run's dtype
 
 DESCRIPTIONS = {

@@ -1,272 +1,263 @@
-"""Chunked execution: every process advanced and observed a chunk of GD steps at a time.
+"""The run program: every process advanced and observed in one compiled chunk.
 
-A chunk is one compiled program per process (advance, then observe), with the start
-step and the chunk's length as traced arguments, so a run of any length compiles once.
-Between chunks the runner holds each process's carry, eigen-solver warm start and cost
-totals: that is its checkpoint, from which a run resumes bit-identically.
+`RunState` holds everything a run needs to go on, for every process: its carry, oracle
+counters, result code and first non-finite step, and the observer's eigen warm start
+for every label (GD, its midpoint process, each flow). `run_chunk(settings, state,
+args, length)` is one pure function, a `lax.scan` over GD steps. At row k it advances
+each process from step k − 1 to k and observes it, so it returns per-step scalars and
+`eig`-wide vectors only (n-vectors with `save_params`). The same function, under
+`vmap`, is a sweep.
+
+Compiled programs are cached by JAX itself (`eqx.filter_jit`), keyed on the loss
+function, the processes' settings and the shapes: a new lr, w0 or data of the same
+shapes reuses them.
 """
 
+import threading
 import time
 from typing import Any
 
-import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
+from jaxtyping import Array, Float, Int, PyTree, Scalar
 
-from ._observe import observe
-from ._spectral import initial_basis
-from .flows import AbstractProcess, GradientDescent, Midpoint
-
-# Compiled programs, keyed by process, loss, settings and argument shapes.
-_PROGRAMS: dict[Any, Any] = {}
+from ._codes import RESULTS
+from ._observe import observe_eigs
+from ._spectral import FlatLoss, OracleCounts, initial_basis
+from .flows import AbstractProcess
+from .flows.gradient_descent import midpoint
 
 COUNTS = ("n_grad", "n_hvp", "n_third")
+_OK, _DIVERGED = int(RESULTS.successful._value), int(RESULTS.diverged._value)
 
 
-def _signature(tree) -> tuple:
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    return (treedef, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
+class Settings(eqx.Module):
+    """The static part of a run: what is run and how it is observed."""
+
+    processes: tuple[AbstractProcess, ...]  # GD first
+    eig_k: int
+    save_params: bool
+    ritz_iters: int = 1
+    fallback_tol: float = 1e-2
+
+    @property
+    def labels(self) -> list[str]:
+        names = [p.name for p in self.processes]
+        return [names[0], "midpoint", *names[1:]]
 
 
-def compiled(key, fn, *args):
-    """AOT-compile `fn(*args)` once per key; returns (executable, compile seconds)."""
-    key = (key, _signature(args))
+class ProcessState(eqx.Module):
+    carry: PyTree[Array]
+    counts: Int[Array, " 3"]  # gradients, HVPs, third derivatives of the dynamics
+    result: Int[Array, ""]  # flowode.RESULTS code; the first failure is kept
+    diverged_at: Int[Array, ""]  # first non-finite row, −1 if none
+
+
+class Tracks(eqx.Module):
+    """The observer's state for every label (in `Settings.labels` order).
+
+    GD's iterates alternate between the two ends of its oscillation, so the Hessian at
+    step k is closest to the one at step k − 2: each label keeps one warm start for
+    even and one for odd steps.
+    """
+
+    basis: Float[Array, "labels 2 n k"]
+    n_hvp: Int[Array, " labels"]  # HVPs spent observing
+    n_fallback: Int[Array, " labels"]  # observed steps that needed a full eigen-solve
+
+
+class RunState(eqx.Module):
+    row: Int[Array, ""]  # the next row to observe; processes are at step max(row − 1, 0)
+    processes: tuple[ProcessState, ...]
+    tracks: Tracks
+
+
+def _int(x) -> Array:
+    return jnp.asarray(x, jnp.int32)
+
+
+def start(settings: Settings, f: FlatLoss, w0: Float[Array, " n"], lr: Scalar, data) -> RunState:
+    """The run state at row 0: every process started, nothing observed."""
+    procs = []
+    for process in settings.processes:
+        carry, counts = process.start(f, w0, lr, data)
+        procs.append(ProcessState(carry, jnp.stack([_int(c) for c in counts]), _int(0), _int(-1)))
+    L = len(settings.labels)
+    U0 = initial_basis(w0.shape[0], settings.eig_k, w0.dtype)
+    basis = jnp.broadcast_to(U0, (L, 2, *U0.shape))
+    zeros = jnp.zeros((L,), jnp.int32)
+    return RunState(_int(0), tuple(procs), Tracks(basis, zeros, zeros))
+
+
+def _finite(*xs) -> Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs]))
+
+
+def _row(settings: Settings, f, state: RunState, lr, data, eig_every):
+    """Advance every process to step `state.row` and observe it: (state, records)."""
+    k = state.row
+    t = k.astype(lr.dtype)
+    due = (k % eig_every) == 0
+
+    # -- dynamics ------------------------------------------------------------------------
+    procs = []
+    for process, ps in zip(settings.processes, state.processes, strict=True):
+        alive = ps.result == _OK
+
+        def go(ps, process=process):
+            carry, counts, result = process.advance(f, ps.carry, lr, data, k - 1)
+            counts = ps.counts + jnp.stack([_int(c) for c in counts])
+            return ProcessState(carry, counts, _int(result._value), ps.diverged_at)
+
+        procs.append(lax.cond(alive & (k > 0), go, lambda ps: ps, ps))
+
+    # -- observation ---------------------------------------------------------------------
+    gd = procs[0]
+    w_gd = gd.carry.w
+    w_mid = midpoint(gd.carry, lr, k)
+    labels = settings.labels
+    owners = [
+        None if label == "midpoint" else settings.processes[max(i - 1, 0)]
+        for i, label in enumerate(labels)
+    ]
+    owner_states = [
+        gd if label == "midpoint" else procs[max(i - 1, 0)] for i, label in enumerate(labels)
+    ]
+    states = [
+        None if p is None else p.state(ps.carry) for p, ps in zip(owners, owner_states, strict=True)
+    ]
+    centers = [w_mid if p is None else p.center(s) for p, s in zip(owners, states, strict=True)]
+    iterates = [
+        w_mid if p is None else p.iterate(t, s) for p, s in zip(owners, states, strict=True)
+    ]
+    # Losses and gradients: a process that has them gives them; the rest in one batch.
+    cached = [
+        p is not None and type(p).loss_and_grad is not AbstractProcess.loss_and_grad for p in owners
+    ]
+    todo = [i for i, c in enumerate(cached) if not c]
+    losses, grads = [None] * len(labels), [None] * len(labels)
+    if todo:
+        batch = jnp.stack([centers[i] for i in todo])
+        ls, gs = jax.vmap(jax.value_and_grad(f), in_axes=(0, None))(batch, data)
+        for j, i in enumerate(todo):
+            losses[i], grads[i] = ls[j], gs[j]
+    for i, c in enumerate(cached):
+        if c:
+            losses[i], grads[i] = owners[i].loss_and_grad(f, owner_states[i].carry, data)
+
+    parity = k % 2
+    obs = observe_eigs(
+        f,
+        jnp.stack(centers),
+        state.tracks.basis[:, parity],
+        data,
+        due,
+        ritz_iters=settings.ritz_iters,
+        fallback_tol=settings.fallback_tol,
+    )
+    # The other parity's warm start is refreshed too at the first observation, and
+    # always when eig_every is even (then only one parity is ever observed).
+    basis = state.tracks.basis.at[:, parity].set(obs.basis)
+    both = (k == 0) | (eig_every % 2 == 0)
+    basis = basis.at[:, 1 - parity].set(jnp.where(both, obs.basis, basis[:, 1 - parity]))
+    tracks = Tracks(
+        basis,
+        state.tracks.n_hvp + obs.n_hvp,
+        state.tracks.n_fallback + obs.fell_back.astype(jnp.int32),
+    )
+    records = []
+    for i in range(len(labels)):
+        rec = {"loss": losses[i], "grad_norm": jnp.linalg.norm(grads[i]), "eigs": obs.eigs[i]}
+        if owners[i] is None:
+            rec["predicted_loss"] = losses[i]
+        else:
+            U = obs.basis[i]
+            rec.update(owners[i].observables(f, t, states[i], U, lr, data, w_gd))
+        rec["distance_to_gd"] = jnp.linalg.norm(iterates[i] - w_gd)
+        rec["center_distance_to_gd"] = jnp.linalg.norm(centers[i] - w_mid)
+        if settings.save_params:
+            rec["params"], rec["iterates"] = centers[i], iterates[i]
+        records.append(rec)
+    points = list(zip(labels, centers, losses, strict=True))
+
+    # -- divergence: the first row whose point or loss is not finite ---------------------
+    new_procs = []
+    for j, ps in enumerate(procs):
+        i = 0 if j == 0 else j + 1
+        _, center, loss = points[i]
+        bad = ~_finite(center, loss) | (ps.result != _OK)
+        result = jnp.where(bad & (ps.result == _OK), _int(_DIVERGED), ps.result)
+        at = jnp.where((ps.diverged_at < 0) & bad, k, ps.diverged_at)
+        new_procs.append(ProcessState(ps.carry, ps.counts, result, at))
+    records = {label: rec for label, rec in zip(labels, records, strict=True)}
+    return RunState(k + 1, tuple(new_procs), tracks), records
+
+
+@eqx.filter_jit
+def run_chunk(
+    settings: Settings,
+    f: FlatLoss,
+    state: RunState,
+    lr: Scalar,
+    data: PyTree,
+    eig_every: Int[Array, ""],
+    n: Int[Array, ""],
+    length: int,
+) -> tuple[RunState, dict[str, dict[str, Array]]]:
+    """Rows state.row .. state.row + n − 1 (n ≤ length; `length` is static).
+
+    Eigenvalues are observed at rows that are multiples of `eig_every` (traced).
+    """
+    row = lambda s: _row(settings, f, s, lr, data, eig_every)
+    shapes = jax.eval_shape(lambda s: row(s)[1], state)
+
+    def step(state, i):
+        def skip(state):
+            blank = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            return state, blank
+
+        return lax.cond(i < n, row, skip, state)
+
+    return lax.scan(step, state, jnp.arange(length))
+
+
+@eqx.filter_jit
+def start_run(settings: Settings, f: FlatLoss, w0, lr, data) -> RunState:
+    return start(settings, f, w0, lr, data)
+
+
+# -- compile time, as JAX reports it ---------------------------------------------------
+
+_compile = threading.local()
+_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+
+
+def _listen(event: str, duration: float, **kwargs):
+    if event in _EVENTS and getattr(_compile, "active", False):
+        _compile.seconds += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_listen)
+
+
+def timed(fn, *args) -> tuple[Any, float, float]:
+    """(fn(*args) ready, wall seconds excluding compilation, compilation seconds)."""
+    _compile.active, _compile.seconds = True, 0.0
     try:
-        hit = _PROGRAMS.get(key)
-    except TypeError:  # an unhashable setting: compile every time
-        key, hit = None, None
-    if hit is not None:
-        return hit, 0.0
-    start = time.perf_counter()
-    program = jax.jit(fn).lower(*args).compile()
-    elapsed = time.perf_counter() - start
-    if key is not None:
-        _PROGRAMS[key] = program
-    return program, elapsed
+        start_time = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        wall = time.perf_counter() - start_time
+    finally:
+        _compile.active = False
+    return out, max(wall - _compile.seconds, 0.0), _compile.seconds
 
 
-def _timed(program, *args):
-    start = time.perf_counter()
-    out = jax.block_until_ready(program(*args))
-    return out, time.perf_counter() - start
-
-
-def _first_nonfinite(*arrays) -> int:
-    bad = np.zeros(len(arrays[0]), dtype=bool)
-    for a in arrays:
-        a = np.asarray(a).reshape(len(a), -1)
-        bad |= ~np.all(np.isfinite(a), axis=1)
-    return int(np.argmax(bad)) if bad.any() else -1
-
-
-class Runner:
-    """Runs `processes` (GD first) on one problem, chunk by chunk, from step `done`."""
-
-    def __init__(self, processes, f, w0, lr, data, *, length, eig_k, eig_every, save_params):
-        self.processes: list[AbstractProcess] = processes
-        self.f, self.w0, self.lr, self.data = f, w0, lr, data
-        self.length, self.eig_k, self.eig_every = length, eig_k, eig_every
-        self.save_params = save_params
-        self.labels = ["gd", "midpoint"]
-        self.labels += [p.name for p in processes if not isinstance(p, GradientDescent)]
-        U0 = initial_basis(w0.shape[0], eig_k, w0.dtype)
-        self.bases = dict.fromkeys(self.labels, U0)  # eigen-solver warm starts
-        self.costs = {label: self._zero_costs() for label in self.labels}
-        self.statuses: dict[str, str] = {}
-        self.carries: dict[str, Any] = {}
-        self.shapes: dict[str, dict[str, tuple]] = {}  # of each label's observations
-        self.done = 0
-
-    @staticmethod
-    def _zero_costs():
-        return {
-            **dict.fromkeys(COUNTS, 0),
-            "wall_time": 0.0,
-            "compile_time": 0.0,
-            "diverged_at": -1,
-        }
-
-    def _start_fn(self, process):
-        return lambda w, lr, d: process.start(self.f, w, lr, d)
-
-    def start(self):
-        for process in self.processes:
-            fn = self._start_fn(process)
-            program, seconds = compiled(("start", process, self.f), fn, self.w0, self.lr, self.data)
-            self.carries[process.name] = program(self.w0, self.lr, self.data)
-            self.costs[process.name]["compile_time"] += seconds
-
-    # -- checkpoints ---------------------------------------------------------------------
-
-    def checkpoint(self) -> dict[str, np.ndarray]:
-        """Every array the runner needs to go on, by name (costs and statuses aside)."""
-        out = {f"{label}__U": np.asarray(U) for label, U in self.bases.items()}
-        for name, carry in self.carries.items():
-            for i, leaf in enumerate(jax.tree_util.tree_leaves(carry)):
-                out[f"{name}__carry_{i}"] = np.asarray(leaf)
-        return out
-
-    def restore(self, done: int, arrays: dict, costs: dict, statuses: dict[str, str]):
-        """Continue from a checkpoint written after step `done`."""
-        for process in self.processes:
-            shape = jax.eval_shape(self._start_fn(process), self.w0, self.lr, self.data)
-            leaves, treedef = jax.tree_util.tree_flatten(shape)
-            names = [f"{process.name}__carry_{i}" for i in range(len(leaves))]
-            self.carries[process.name] = jax.tree_util.tree_unflatten(
-                treedef, [jnp.asarray(arrays[name]) for name in names]
-            )
-        self.bases = {label: jnp.asarray(arrays[f"{label}__U"]) for label in self.labels}
-        self.costs = costs
-        self.statuses = statuses
-        self.done = done
-
-    # -- one chunk -----------------------------------------------------------------------
-
-    def chunk(self, n: int) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
-        """Advance every process by n ≤ length steps; returns the new steps and records.
-
-        Records hold, per label, the per-step variables of the new steps and the cost
-        totals so far. A process that diverged in an earlier chunk is not run again.
-        """
-        t0, n_arr = jnp.asarray(self.done, jnp.int32), jnp.asarray(n, jnp.int32)
-        observed: dict[str, dict[str, np.ndarray]] = {}
-        gd_iterates = None
-        for process in self.processes:
-            label = process.name
-            gd = isinstance(process, GradientDescent)
-            if self.costs[label]["diverged_at"] >= 0:  # nothing left to compute
-                for lab in (label, "midpoint") if gd else (label,):
-                    if lab not in self.shapes:  # a resumed run: nothing observed yet
-                        self.shapes[lab] = self._observation_shapes(process, lab)
-                    observed[lab] = _blank(self.shapes[lab], n)
-                continue
-            states = self._advance(process, t0, n_arr)
-            if gd:  # its states carry the midpoint process too
-                observed[label] = self._observe(process, label, states, None, t0, n_arr)
-                gd_iterates = jnp.asarray(observed[label]["center"])
-                observed["midpoint"] = self._observe(
-                    Midpoint(), "midpoint", states, gd_iterates, t0, n_arr
-                )
-                mid = self.costs["midpoint"]
-                mid.update({k: v for k, v in self.costs[label].items() if k != "diverged_at"})
-                mid["n_grad"] += 1  # it needs one step beyond the last
-            else:
-                observed[label] = self._observe(process, label, states, gd_iterates, t0, n_arr)
-
-        rows = slice(0 if self.done == 0 else 1, n + 1)  # a chunk's first step is old
-        steps = np.arange(self.done + rows.start, self.done + n + 1)
-        records = {
-            label: self._derive(label, obs, observed, rows, steps[0])
-            for label, obs in observed.items()
-        }
-        self.done += n
-        for label, rec in records.items():
-            rec.update(self.costs[label])
-        return steps, records
-
-    def _advance(self, process, t0, n):
-        label, length = process.name, self.length
-
-        def fn(c, lr, d, t, m):
-            return process.advance(self.f, c, lr, d, t, m, length)
-
-        args = (self.carries[label], self.lr, self.data, t0, n)
-        program, seconds = compiled(("advance", process, self.f, length), fn, *args)
-        (states, carry, counts, result), wall = _timed(program, *args)
-        self.carries[label] = carry
-        c = self.costs[label]
-        for name in COUNTS:
-            c[name] += int(getattr(counts, name))
-        c["wall_time"] += wall
-        c["compile_time"] += seconds
-        if result is not None and self.statuses.get(label, "successful") == "successful":
-            self.statuses[label] = status(result)
-        return states
-
-    def _observe(self, process, label, states, w_gd, t0, n):
-        """The process's diagnostics on one chunk's states, advancing its warm start."""
-        eig_k, eig_every = self.eig_k, self.eig_every
-
-        def fn(s, lr, d, g, U, t0, n):
-            return observe(
-                process, self.f, s, lr, d, g, eig_k=eig_k, eig_every=eig_every, U0=U, t0=t0, n=n
-            )
-
-        args = (states, self.lr, self.data, w_gd, self.bases[label], t0, n)
-        key = ("observe", process, self.f, self.length, eig_k, eig_every)
-        program, seconds = compiled(key, fn, *args)
-        self.costs["gd" if label == "midpoint" else label]["compile_time"] += seconds
-        out, self.bases[label] = program(*args)
-        out = jax.device_get(out)
-        out.pop("observe_hvps")
-        self.shapes.setdefault(label, {k: np.shape(v)[1:] for k, v in out.items()})
-        return out
-
-    def _observation_shapes(self, process, label) -> dict[str, tuple]:
-        """Per-step shapes of a label's observations, traced but not run."""
-        t = jnp.asarray(0, jnp.int32)
-        carry = self.carries[process.name]
-        states = jax.eval_shape(
-            lambda c: process.advance(self.f, c, self.lr, self.data, t, t, self.length)[0], carry
-        )
-        n = self.w0.shape[0]
-        w_gd = None if label == "gd" else jax.ShapeDtypeStruct((self.length + 1, n), self.w0.dtype)
-        observed = Midpoint() if label == "midpoint" else process
-
-        def fn(s, g, U):
-            kw = dict(eig_k=self.eig_k, eig_every=self.eig_every, U0=U, t0=t, n=t)
-            return observe(observed, self.f, s, self.lr, self.data, g, **kw)[0]
-
-        out = jax.eval_shape(fn, states, w_gd, self.bases[label])
-        out.pop("observe_hvps")
-        return {name: v.shape[1:] for name, v in out.items()}
-
-    def _derive(self, label, obs, observed, rows, first_step) -> dict[str, np.ndarray]:
-        """Distances to GD (iterates) and to its midpoint process (centres); new rows only."""
-        gd, gd_mid = observed["gd"]["center"], observed["midpoint"]["center"]
-        rec = dict(obs)
-        center, iterate = rec.pop("center"), rec.pop("iterate")
-        with np.errstate(all="ignore"):  # diverged processes give inf - inf
-            rec["distance_to_gd"] = np.linalg.norm(iterate - gd, axis=-1)
-            rec["center_distance_to_gd"] = np.linalg.norm(center - gd_mid, axis=-1)
-        rec["sharpness"] = rec["eigs"][:, 0]
-        if self.save_params:
-            rec["params"], rec["iterates"] = center, iterate
-        rec = {name: value[rows] for name, value in rec.items()}
-        if self.costs[label]["diverged_at"] < 0:
-            bad = _first_nonfinite(center[rows], rec["loss"])
-            if bad >= 0:
-                self.costs[label]["diverged_at"] = int(first_step) + bad
-        return rec
-
-
-def _blank(shapes: dict[str, tuple], n: int) -> dict[str, np.ndarray]:
-    """NaN observations for a process that diverged in an earlier chunk."""
-    return {name: np.full((n + 1, *shape), np.nan) for name, shape in shapes.items()}
-
-
-def status(result) -> str:
-    """diffrax's result code as a sentence that says what to change."""
-    R = diffrax.RESULTS
-    if result == R.successful:
-        return "successful"
-    if result == R.event_occurred:
-        return "stopped: the state diverged (non-finite or past the blow-up bound)"
-    if result == R.max_steps_reached:
-        return (
-            "failed: the solver reached its step limit (max_steps_per_gd_step x steps); the "
-            "flow is stiffer than this solver handles at this tolerance. Raise "
-            "max_steps_per_gd_step, loosen rtol/atol, or use a stabilised solver (fo.RKC2)."
-        )
-    if result == R.dt_min_reached:
-        return (
-            "failed: the step size fell below the controller's dtmin. Loosen rtol/atol, "
-            "lower dtmin, or use a stiffness-aware solver (fo.RKC2)."
-        )
-    if result == R.max_steps_rejected:
-        return (
-            "failed: too many rejected steps in a row. Loosen rtol/atol or give the "
-            "controller a smaller dt0."
-        )
-    return f"failed: {R[result]} Try a smaller step (dt0), looser tolerances or another solver."
+def counts_of(ps: ProcessState) -> OracleCounts:
+    return OracleCounts(*(int(c) for c in np.asarray(ps.counts)))

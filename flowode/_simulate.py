@@ -2,7 +2,6 @@
 
 import hashlib
 import os
-import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,10 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 
-from . import _store
+from . import _codes, _runner, _store
 from ._problem import Problem
-from ._results import COST_VARS, PARAM_VARS, build_dataset, read as read_results
-from ._runner import Runner
+from ._results import PARAM_VARS, build_dataset, read as read_results
 from ._version import __version__
 from .flows import (
     AbstractProcess,
@@ -37,6 +35,9 @@ FLOWS: dict[str, type[AbstractProcess]] = {
 VARIANCE_WINDOW = 20
 # Central flow: warn where the SDCP's scale-free residual is above this.
 SDCP_WARN = 1e-3
+# The eigen-observer falls back to a full solve where a Ritz residual is above this
+# fraction of the top eigenvalue.
+FALLBACK_TOL = 1e-2
 
 
 def _resolve(flows) -> list[AbstractProcess]:
@@ -85,11 +86,6 @@ def _check_same_run(path, saved: dict, attrs: dict):
                 f"this run has {key} = {attrs[key]!r}. Resume with the same problem and "
                 "settings, or start a new file."
             )
-    if int(saved["chunk"]) != attrs["chunk"]:
-        raise ValueError(
-            f"cannot resume {os.fspath(path)!r}: it was written in chunks of "
-            f"{int(saved['chunk'])} steps, this run asks for {attrs['chunk']}."
-        )
 
 
 def simulate(
@@ -105,21 +101,25 @@ def simulate(
     resume: bool = False,
     chunk: int = 1000,
     progress: bool | Callable[[int, int], object] | None = None,
+    throw: bool = False,
 ) -> xr.Dataset:
     """Run GD and the given flows on `problem` for `steps` GD steps at learning rate `lr`.
 
     Every process starts from `problem.w0`; GD always runs, as the reference. Returns a
     Dataset with dims `flow` and `step` (0..steps), `eig` (eig_k top eigenvalues) and,
-    with `save_params=True`, `param`. A diverging process does not raise: its
-    `diverged_at` is the first non-finite step, and its values before that are kept.
+    with `save_params=True`, `param`. A process that fails does not stop the others: its
+    `diverged_at` is the first non-finite step, its values before that are kept, and a
+    warning says what happened and what to change (`throw=True` raises instead).
 
-    The run goes in compiled chunks of `chunk` steps. With `out`, every chunk is appended
-    to that netCDF file as soon as it is done, with a checkpoint of every process, and
-    the Dataset returned reads its parameters from the file, so memory does not grow
-    with `steps`. `resume=True` continues the run in `out` from its last checkpoint (same
-    problem and settings; `steps` may be larger), bit-identical to an uninterrupted run.
-    `progress`: True prints a line per chunk; a callable is called as progress(done,
-    steps) after each (default: a line per chunk from 5000 steps on).
+    The run is one compiled program per chunk of `chunk` steps, in which every process
+    advances and is observed; results do not depend on `chunk`. With `out`, every chunk
+    is appended to that netCDF file as soon as it is done, with a checkpoint of the run
+    state, and the Dataset returned reads its parameters from the file, so memory does
+    not grow with `steps`. `resume=True` continues the run in `out` from its last
+    checkpoint (same problem and settings; `steps` may be larger), bit-identical to an
+    uninterrupted run. `progress`: True shows a tqdm bar in GD steps; a callable is
+    called as progress(done, steps) after each chunk (default: a bar from 5000 steps).
+    Ctrl-C returns the completed chunks, with a warning.
     """
     if not isinstance(problem, Problem):
         raise TypeError(f"simulate needs a flowode.Problem, got {type(problem).__name__}.")
@@ -136,6 +136,11 @@ def simulate(
         ("chunk", chunk),
     ):
         _check_positive_int(name, value)
+    if eig_k > problem.n_params:
+        raise ValueError(
+            f"eig_k = {eig_k} is more eigenvalues than the problem has parameters "
+            f"({problem.n_params}); use eig_k <= {problem.n_params}."
+        )
     if not isinstance(save_params, bool | np.bool_):
         raise TypeError(f"save_params must be True or False, got {save_params!r}.")
     if resume and out is None:
@@ -146,91 +151,208 @@ def simulate(
         progress = steps >= 5000
     if not (callable(progress) or isinstance(progress, bool | np.bool_)):
         raise TypeError(f"progress must be True, False or a callable, got {progress!r}.")
-    report = progress if callable(progress) else (_print_progress if progress else None)
     processes = _resolve(flows)
 
-    w0 = problem.flat_w0
+    f, w0, data = problem.flat_loss, problem.flat_w0, problem.data
     lr_arr = jnp.asarray(lr_value, dtype=w0.dtype)
-    runner = Runner(
-        processes,
-        problem.flat_loss,
-        w0,
-        lr_arr,
-        problem.data,
-        length=min(int(chunk), int(steps)),
-        eig_k=int(eig_k),
-        eig_every=int(eig_every),
-        save_params=bool(save_params),
+    settings = _runner.Settings(
+        tuple(processes),
+        int(eig_k),
+        bool(save_params),
+        fallback_tol=FALLBACK_TOL,
     )
+    labels = settings.labels
     attrs = _attributes(problem, processes, lr_value, steps, eig_k, eig_every, chunk)
+    # Rows per compiled chunk. Short runs round up to a power of two, so that runs of
+    # similar length share one program (the rows past the end are skipped, not computed).
+    length = min(int(chunk), 1 << max(int(steps) - 1, 1).bit_length()) + 1
+    wall = compile_seconds = 0.0
     if resume:
-        saved, saved_costs, arrays = _store.read(out)
+        saved, _, arrays = _store.read(out)
         _check_same_run(out, saved, attrs)
         done = int(saved["completed_steps"])
         if done > steps:
             raise ValueError(
                 f"cannot resume {os.fspath(out)!r} to {steps} steps: it already has {done}."
             )
-        costs = {
-            label: {name: saved_costs[name][i].item() for name in COST_VARS}
-            for i, label in enumerate(saved_costs["flow"])
-        }
-        statuses = {
-            p.name: str(saved[f"{p.name}_status"]) for p in processes if f"{p.name}_status" in saved
-        }
-        runner.restore(done, arrays, costs, statuses)
+        like = jax.eval_shape(lambda: _runner.start(settings, f, w0, lr_arr, data))
+        state = _restore(like, arrays)
+        wall, compile_seconds = float(saved.get("wall_time_total", 0.0)), 0.0
     else:
-        runner.start()
+        done = -1  # the last row observed
+        state, _, compile_seconds = _runner.timed(_runner.start_run, settings, f, w0, lr_arr, data)
 
-    chunks: dict[str, dict[str, list]] = {label: {} for label in runner.labels}  # no `out`
-    while runner.done < steps:
-        new_steps, records = runner.chunk(min(runner.length, steps - runner.done))
-        status = {f"{k}_status": v for k, v in runner.statuses.items()}
-        if out is None:
-            for label, rec in records.items():
-                for name, value in rec.items():
-                    chunks[label].setdefault(name, []).append(value)
-        else:
-            if new_steps[0] == 0:
-                _store.create(out, runner.labels, records, attrs)
-            _store.append(
-                out,
-                new_steps,
-                records,
-                {**status, "steps": int(steps)},
-                runner.checkpoint(),
-                runner.done,
+    bar = _Progress(progress, steps, max(done, 0))
+    chunks: list[dict] = []  # without `out`
+    interrupted = False
+    try:
+        while done < steps:
+            n = min(length if done < 0 else length - 1, steps - done)  # rows
+            (state, rows), seconds, compiled = _runner.timed(
+                _runner.run_chunk,
+                settings,
+                f,
+                state,
+                lr_arr,
+                data,
+                jnp.asarray(eig_every, jnp.int32),
+                jnp.asarray(n, jnp.int32),
+                length,
             )
-        if report is not None:
-            report(runner.done, steps)
+            wall, compile_seconds = wall + seconds, compile_seconds + compiled
+            rows = jax.tree_util.tree_map(lambda x, n=n: np.asarray(x)[:n], jax.device_get(rows))
+            new_steps = np.arange(done + 1, done + 1 + n)
+            records = _records(rows, labels, state, wall, compile_seconds)
+            if out is None:
+                chunks.append(records)
+            else:
+                if new_steps[0] == 0:
+                    _store.create(out, labels, records, attrs)
+                status = {f"{k}_status": v for k, v in _statuses(state, labels).items()}
+                _store.append(
+                    out,
+                    new_steps,
+                    records,
+                    {**status, "steps": int(steps), "wall_time_total": wall},
+                    _checkpoint(state),
+                    int(new_steps[-1]),
+                )
+            done = int(new_steps[-1])
+            bar.update(done)
+    except KeyboardInterrupt:
+        if out is None and not chunks:
+            raise
+        interrupted = True
+        warnings.warn(
+            f"simulate was interrupted after step {done} of {steps}: the Dataset holds "
+            "the completed steps.",
+            stacklevel=2,
+        )
+    finally:
+        bar.close()
 
-    # Central flow's GD variance is a moving average across chunks: taken at the end.
     if out is None:
-        attrs.update({f"{k}_status": v for k, v in runner.statuses.items()})
         merged = {
-            label: {k: v[-1] if k in COST_VARS else np.concatenate(v) for k, v in rec.items()}
-            for label, rec in chunks.items()
+            label: {
+                name: (
+                    chunks[-1][label][name]
+                    if np.ndim(chunks[-1][label][name]) == 0
+                    else np.concatenate([c[label][name] for c in chunks])
+                )
+                for name in chunks[-1][label]
+            }
+            for label in labels
         }
-        for rec in merged.values():
-            if "gd_deviation" in rec:
-                rec["gd_variance"] = _moving_average(rec["gd_deviation"], VARIANCE_WINDOW)
-                attrs["variance_window"] = VARIANCE_WINDOW
+        attrs.update({f"{k}_status": v for k, v in _statuses(state, labels).items()})
+        attrs["completed_steps"] = done
         ds = build_dataset(merged, attrs)
+        if "gd_deviation" in ds:
+            ds["gd_variance"] = _rolling_variance(ds.gd_deviation)
+            ds.attrs["variance_window"] = VARIANCE_WINDOW
     else:
         with read_results(out) as ds:
-            deviation = ds.gd_deviation.values if "gd_deviation" in ds else None
-        if deviation is not None:
-            variance = np.stack([_moving_average(row, VARIANCE_WINDOW) for row in deviation])
-            attrs = {"variance_window": VARIANCE_WINDOW}
-            _store.write_variable(out, "gd_variance", variance, attrs)
+            variance = _rolling_variance(ds.gd_deviation).values if "gd_deviation" in ds else None
+        if variance is not None:
+            _store.write_variable(
+                out, "gd_variance", variance, {"variance_window": VARIANCE_WINDOW}
+            )
         ds = read_results(out)
         for name in ds.data_vars:  # all but the parameters, which stay on disk
             if name not in PARAM_VARS:
                 ds[name].load()
         if not any(name in ds for name in PARAM_VARS):
             ds.close()  # everything is in memory
-    _warn(processes, ds, runner.statuses)
+    _report(processes, ds, throw=throw and not interrupted)
     return ds
+
+
+class _Progress:
+    """A tqdm bar in GD steps, a user's callable, or nothing."""
+
+    def __init__(self, progress, steps: int, done: int):
+        self.call = progress if callable(progress) else None
+        self.bar = None
+        if progress is True or (isinstance(progress, np.bool_) and progress):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=steps, initial=done, unit="step", desc="flowode")
+        self.done = done
+
+    def update(self, done: int):
+        if self.bar is not None:
+            self.bar.update(done - self.done)
+        self.done = done
+        if self.call is not None:
+            self.call(done, self.bar.total if self.bar is not None else None)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _records(rows, labels, state, wall, compile_seconds) -> dict[str, dict[str, np.ndarray]]:
+    """Per label: the chunk's rows with `sharpness`, and the cost totals so far."""
+    out = {}
+    for i, label in enumerate(labels):
+        rec = dict(rows[label])
+        rec["sharpness"] = rec["eigs"][:, 0]
+        j = 0 if i == 0 else max(i - 1, 0)
+        ps = state.processes[j]
+        counts = np.asarray(ps.counts)
+        tracks = state.tracks
+        rec.update(
+            n_grad=int(counts[0]) + (1 if label == "midpoint" else 0),
+            n_hvp=int(counts[1]),
+            n_third=int(counts[2]),
+            n_hvp_observe=int(tracks.n_hvp[i]),
+            n_eig_fallback=int(tracks.n_fallback[i]),
+            wall_time=wall,
+            compile_time=compile_seconds,
+            diverged_at=int(ps.diverged_at),
+        )
+        out[label] = rec
+    return out
+
+
+def _statuses(state, labels) -> dict[str, str]:
+    out = {}
+    for i, label in enumerate(labels):
+        if label == "midpoint":
+            continue
+        j = 0 if i == 0 else i - 1
+        out[label] = _codes.name(int(state.processes[j].result))
+    return out
+
+
+def _checkpoint(state) -> dict[str, np.ndarray]:
+    """The run state flattened: one array per leaf."""
+    leaves = [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(state)]
+    # netCDF has no booleans: they are stored as bytes and cast back on restore.
+    return {
+        f"leaf_{i:04d}": leaf.astype(np.int8) if leaf.dtype == bool else leaf
+        for i, leaf in enumerate(leaves)
+    }
+
+
+def _restore(like, arrays):
+    leaves, treedef = jax.tree_util.tree_flatten(like)
+    if len(arrays) != len(leaves):
+        raise ValueError(
+            "the run file's checkpoint does not fit this run's state; it was written by "
+            "another version of flowode or with other flows. Start a new file."
+        )
+    values = [
+        jnp.asarray(arrays[f"leaf_{i:04d}"], dtype=leaf.dtype).reshape(leaf.shape)
+        for i, leaf in enumerate(leaves)
+    ]
+    return jax.tree_util.tree_unflatten(treedef, values)
+
+
+def _rolling_variance(deviation: xr.DataArray) -> xr.DataArray:
+    """GD's squared deviation along Σ's eigenvectors, centred mean over VARIANCE_WINDOW."""
+    out = deviation.rolling(step=VARIANCE_WINDOW, center=True).mean()
+    out.attrs = {}
+    return out
 
 
 def _attributes(problem, processes, lr, steps, eig_k, eig_every, chunk) -> dict[str, Any]:
@@ -254,46 +376,33 @@ def _attributes(problem, processes, lr, steps, eig_k, eig_every, chunk) -> dict[
     return attrs
 
 
-def _warn(processes, ds: xr.Dataset, statuses: dict[str, str]):
+def _report(processes, ds: xr.Dataset, *, throw: bool = False):
+    """Warn (or raise, with `throw`) for every failed or doubtful process."""
+    problems = []
     for process in processes:
-        status = statuses.get(process.name, "successful")
-        if status.startswith("failed"):
-            warnings.warn(
-                f"{process.name} flow {status} Its values stop where the solve did "
-                "(see diverged_at); everything before is kept.",
-                stacklevel=3,
-            )
+        label = process.name
+        status = str(ds.attrs.get(f"{label}_status", "successful"))
+        if status != "successful":
+            code = _codes.RESULTS._name_to_item.get(status)
+            text = _codes.message(_codes.code(code)) if code is not None else status
+            problems.append(f"{label}: {text}")
         if isinstance(process, CentralFlow):
-            residual = ds.sdcp_residual.sel(flow=process.name).values
+            residual = ds.sdcp_residual.sel(flow=label).values
             bad = int(np.sum(residual > SDCP_WARN))
             if bad:
-                warnings.warn(
-                    f"central flow: the SDCP solve did not converge at {bad} steps (largest "
+                problems.append(
+                    f"{label}: the SDCP solve did not converge at {bad} steps (largest "
                     f"residual {np.nanmax(residual):.1e}, see sdcp_residual); Sigma is "
-                    "approximate there. Float64 or a smaller dt0 usually helps.",
-                    stacklevel=3,
+                    "approximate there. Float64 or a smaller dt0 usually helps."
                 )
-            n_tracked, width = ds.n_tracked.sel(flow=process.name), process.max_k
+            n_tracked, width = ds.n_tracked.sel(flow=label), process.max_k
             if np.any(n_tracked.values >= min(width, ds.attrs["n_params"])):
-                warnings.warn(
-                    f"central flow: all {width} tracked eigenvalues rose above "
+                problems.append(
+                    f"{label}: all {width} tracked eigenvalues rose above "
                     f"lr*lambda = {process.track_threshold}; a further one may turn critical "
-                    "unseen. Use CentralFlow(max_k=...) with a larger max_k.",
-                    stacklevel=3,
+                    "unseen. Use CentralFlow(max_k=...) with a larger max_k."
                 )
-
-
-def _print_progress(done: int, steps: int):
-    print(f"flowode: {done}/{steps} steps", file=sys.stderr, flush=True)
-
-
-def _moving_average(x: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average along axis 0 over `window` steps; NaN where it does not fit."""
-    x = np.asarray(x, dtype=float)
-    out = np.full_like(x, np.nan)
-    if len(x) < window:
-        return out
-    c = np.cumsum(np.concatenate([np.zeros_like(x[:1]), x]), axis=0)
-    half = window // 2
-    out[half : half + len(x) - window + 1] = (c[window:] - c[:-window]) / window
-    return out
+    if throw and problems:
+        raise RuntimeError("; ".join(problems))
+    for text in problems:
+        warnings.warn(text, stacklevel=3)

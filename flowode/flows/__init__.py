@@ -4,7 +4,6 @@ from ._base import AbstractFlow as AbstractFlow, AbstractProcess as AbstractProc
 from .central_flow import CentralFlow as CentralFlow, CentralTerms as CentralTerms
 from .gradient_descent import (
     GradientDescent as GradientDescent,
-    Midpoint as Midpoint,
     midpoints as midpoints,
 )
 from .gradient_flow import GradientFlow as GradientFlow

@@ -1,15 +1,15 @@
 """Abstract processes: discrete GD and the ODE flows that model it share one interface.
 
 A process starts from (loss, w0, lr, data) and advances a *carry* (all it needs to go
-on) by a number of GD steps at a time, returning its states at every step. `simulate`
-runs long trajectories as a sequence of such chunks, which is what makes results
-stream to disk and runs resumable. Per saved state, a process says where its centre
+on) one GD step at a time. The run program scans that step, observing every process
+after it, so a run is one compiled program per chunk whatever its length, and the
+carry is the checkpoint a run resumes from. Per state, a process says where its centre
 is (the point it sits at), which GD iterate it predicts, and any predictions of its
 own (`observables`).
 """
 
 import abc
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import diffrax
 import equinox as eqx
@@ -18,6 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PyTree, Scalar
 
+from .. import _integrate
+from .._codes import RESULTS
+from .._integrate import SolverCarry
 from .._spectral import FlatLoss, OracleCounts
 
 State = PyTree[Array]
@@ -25,40 +28,30 @@ Carry = PyTree[Array]
 
 
 class AbstractProcess(eqx.Module):
-    """A process run from w0 for a number of GD steps; time is counted in GD steps."""
+    """A process run from w0, one GD step at a time; time is counted in GD steps.
+
+    `start` gives the carry at step 0 (all the process needs to go on) and `advance`
+    takes it from step k to k + 1. Both are pure and traced, so a run of any length is
+    one `lax.scan`, and the carry is what a checkpoint holds.
+    """
 
     name: ClassVar[str]
 
     @abc.abstractmethod
-    def start(self, f: FlatLoss, w0: Float[Array, " n"], lr: Scalar, data: PyTree) -> Carry:
-        """The carry at step 0."""
+    def start(
+        self, f: FlatLoss, w0: Float[Array, " n"], lr: Scalar, data: PyTree
+    ) -> tuple[Carry, OracleCounts]:
+        """The carry at step 0, and the oracle calls spent on it."""
 
     @abc.abstractmethod
     def advance(
-        self,
-        f: FlatLoss,
-        carry: Carry,
-        lr: Scalar,
-        data: PyTree,
-        t0: Int[Array, ""],
-        n: Int[Array, ""],
-        length: int,
-    ) -> tuple[State, Carry, OracleCounts, Any]:
-        """Advance the carry from step t0 by n ≤ length steps (t0, n traced; length static).
+        self, f: FlatLoss, carry: Carry, lr: Scalar, data: PyTree, k: Int[Array, ""]
+    ) -> tuple[Carry, OracleCounts, RESULTS]:
+        """The carry at step k + 1 from the carry at step k, oracle calls, result code."""
 
-        Returns the states at t0..t0+length (leading axis length+1; those past t0+n
-        repeat the last), the carry at t0+n, the oracle calls spent and a status code.
-        """
-
-    def run(
-        self, f: FlatLoss, w0: Float[Array, " n"], lr: Scalar, data: PyTree, steps: int
-    ) -> tuple[State, OracleCounts, Any]:
-        """States at steps 0..steps (leading axis steps+1), oracle counts, status code."""
-        t0, n = jnp.asarray(0, jnp.int32), jnp.asarray(steps, jnp.int32)
-        states, _, counts, result = self.advance(
-            f, self.start(f, w0, lr, data), lr, data, t0, n, steps
-        )
-        return states, counts, result
+    def state(self, carry: Carry) -> State:
+        """The state that `center`, `iterate` and `observables` read (default: the carry)."""
+        return carry
 
     @abc.abstractmethod
     def center(self, state: State) -> Float[Array, " n"]:
@@ -67,6 +60,10 @@ class AbstractProcess(eqx.Module):
     def iterate(self, t: Scalar, state: State) -> Float[Array, " n"]:
         """The process's prediction of GD's iterate w_t (default: its centre)."""
         return self.center(state)
+
+    def loss_and_grad(self, f: FlatLoss, carry: Carry, data: PyTree) -> tuple[Array, Array]:
+        """L and ∇L at the centre (a process that has them already returns them)."""
+        return jax.value_and_grad(f)(self.center(self.state(carry)), data)
 
     def observables(
         self,
@@ -84,6 +81,29 @@ class AbstractProcess(eqx.Module):
         """
         return {"predicted_loss": f(self.center(state), data)}
 
+    def run(
+        self, f: FlatLoss, w0: Float[Array, " n"], lr: Scalar, data: PyTree, steps: int
+    ) -> tuple[Float[Array, "steps1 n"], OracleCounts, Int[Array, ""]]:
+        """Centres at steps 0..steps, total oracle calls and the first failure's code.
+
+        Dynamics only, no observation: what benchmarks time and tests check.
+        """
+        carry, counts = self.start(f, w0, lr, data)
+
+        def step(c, k):
+            carry, counts, result = c
+            carry, new, res = self.advance(f, carry, lr, data, k)
+            counts = OracleCounts(*(a + b for a, b in zip(counts, new, strict=True)))
+            result = RESULTS.where(result == RESULTS.successful, res, result)
+            return (carry, counts, result), self.center(self.state(carry))
+
+        counts = OracleCounts(*(jnp.asarray(c, jnp.int32) for c in counts))
+        (_, counts, result), centres = jax.lax.scan(
+            step, (carry, counts, RESULTS.successful), jnp.arange(steps)
+        )
+        first = self.center(self.state(carry))
+        return jnp.concatenate([first[None], centres]), counts, result._value
+
     def describe(self) -> dict[str, str]:
         """Solver settings recorded in the Dataset's attributes."""
         return {}
@@ -99,13 +119,22 @@ def _tree_norm(y: State) -> Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in leaves))
 
 
-class AbstractFlow(AbstractProcess):
-    """An ODE dy/dt = F(y) in GD-step time, integrated by diffrax and saved at integer steps.
+class FlowCarry(eqx.Module):
+    """An ODE flow's carry: the solver's carry and the blow-up bound on the state's size."""
 
-    Subclasses give the state (`init`), the vector field and the centre. The solve stops
-    early, without raising, once the state is non-finite or grows past `blowup` times its
-    start: the states after that are saved as non-finite, which `simulate` reports as
-    divergence.
+    solve: SolverCarry
+    bound: Float[Array, ""]
+    steps_taken: Int[Array, ""]  # solver steps so far, for the step budget
+
+
+class AbstractFlow(AbstractProcess):
+    """An ODE dy/dt = F(y) in GD-step time, integrated by a diffrax solver step by step.
+
+    Subclasses give the state (`init`), the vector field and the centre. Each GD step is
+    one solve from k to k + 1 that carries the solver's and controller's state on, so
+    adaptive steps stay as long as they were and results do not depend on chunking. The
+    solve stops, without raising, once the state is non-finite or grows past `blowup`
+    times its start (result `diverged`); the states after that are non-finite.
     """
 
     solver: eqx.AbstractVar[diffrax.AbstractSolver]
@@ -123,7 +152,7 @@ class AbstractFlow(AbstractProcess):
         """The flow's state at t = 0."""
 
     def restart(self, y: State) -> State:
-        """The state a new chunk starts from, given where the last one ended (default: y)."""
+        """The state a GD step starts from, given where the last one ended (default: y)."""
         return y
 
     @abc.abstractmethod
@@ -133,6 +162,20 @@ class AbstractFlow(AbstractProcess):
     def size(self, y: State) -> Scalar:
         """The norm that `blowup` bounds (default: of the whole state)."""
         return _tree_norm(y)
+
+    def explain(self, y: State, result: RESULTS) -> RESULTS:
+        """A more precise code for a failed step, from the state it failed in (default: as is)."""
+        return result
+
+    def init_counts(self, y0: State) -> OracleCounts:
+        """Oracle calls that `init` spent beyond its vector-field evaluations."""
+        return OracleCounts()
+
+    def counts(self, y1: State, n_evals: Int[Array, ""], n_jvps: Int[Array, ""]) -> OracleCounts:
+        """Oracle calls of one GD step that made n_evals evaluations and n_jvps JVPs."""
+        return OracleCounts(
+            n_grad=self.grads_per_eval * n_evals, n_hvp=self.hvps_per_jvp * n_jvps, n_third=0
+        )
 
     def __check_init__(self):
         name = type(self).__name__
@@ -155,61 +198,63 @@ class AbstractFlow(AbstractProcess):
         if not (isinstance(self.blowup, int | float) and self.blowup > 0):
             raise ValueError(f"{name}: blowup must be a positive number, got {self.blowup!r}.")
 
-    def _max_steps(self, steps: int) -> int:
-        if isinstance(self.stepsize_controller, diffrax.ConstantStepSize) and self.dt0:
-            return int(np.ceil(steps / self.dt0)) + 1
-        return self.max_steps_per_gd_step * steps + 1000
+    def _term(self, f, k):
+        # Each GD step is solved in local time τ ∈ [0, 1], so time stays exact at any k.
+        return diffrax.ODETerm(lambda tau, y, args: self.vector_field(f, k + tau, y, *args))
 
     def start(self, f, w0, lr, data):
         y0 = self.init(f, w0, lr, data)
-        return y0, self.blowup * (1.0 + self.size(y0))  # the state, and the blow-up bound
-
-    def advance(self, f, carry, lr, data, t0, n, length):
-        y0, scale = carry
-        y0 = self.restart(y0)
-
-        def diverged(t, y, args, **kwargs):
-            return jnp.logical_not(_is_finite_tree(y)) | (self.size(y) > scale)
-
-        dtype = jax.tree_util.tree_leaves(y0)[0].dtype
-        t0 = jnp.asarray(t0, dtype)
-        t1 = t0 + jnp.asarray(n, dtype)
-        ts = jnp.minimum(t0 + jnp.arange(length + 1, dtype=dtype), t1)  # repeats past t1
-        term = diffrax.ODETerm(lambda t, y, args: self.vector_field(f, t, y, *args))
-        sol = diffrax.diffeqsolve(
-            term,
+        dtype = w0.dtype
+        solve, stats = _integrate.start(
             self.solver,
-            t0=t0,
-            t1=t1,
-            dt0=self.dt0,
-            y0=y0,
-            args=(lr, data),
-            saveat=diffrax.SaveAt(ts=ts, solver_state=True),
-            stepsize_controller=self.stepsize_controller,
-            event=diffrax.Event(diverged),
-            max_steps=self._max_steps(length),
-            throw=False,
+            self.stepsize_controller,
+            self._term(f, jnp.zeros((), dtype)),
+            self.restart(y0),
+            (lr, data),
+            self.dt0,
         )
-        y1 = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
-        return sol.ys, (y1, scale), self._counts(sol), sol.result
+        solve = eqx.tree_at(lambda s: s.y, solve, y0)
+        bound = jnp.asarray(self.blowup * (1.0 + self.size(y0)), dtype)
+        counts = self.counts(y0, stats.n_evals, stats.n_jvps)
+        init = self.init_counts(y0)
+        counts = OracleCounts(*(a + b for a, b in zip(counts, init, strict=True)))
+        return FlowCarry(solve, bound, jnp.asarray(0, jnp.int32)), counts
 
-    def _counts(self, sol: diffrax.Solution) -> OracleCounts:
-        """Gradient and HVP counts from the solver's own counters, or from its tableau."""
-        state = sol.solver_state
-        if hasattr(state, "n_evals"):  # flowode's RKC2 counts its accepted steps exactly
-            # diffrax rolls the solver state back on a rejected step: charge each one
-            # the stages of the last step (an estimate).
-            rejected = sol.stats["num_rejected_steps"] * state.num_stages
-            n_eval, n_jvp = state.n_evals + rejected, state.n_jvps
-        else:
-            tableau = getattr(self.solver, "tableau", None)
-            stages = len(tableau.c) + 1 if tableau is not None else 1
-            if tableau is not None and getattr(tableau, "fsal", False):
-                stages -= 1
-            n_eval, n_jvp = 1 + stages * sol.stats["num_steps"], 0
-        return OracleCounts(
-            n_grad=self.grads_per_eval * n_eval, n_hvp=self.hvps_per_jvp * n_jvp, n_third=0
+    def advance(self, f, carry, lr, data, k):
+        dtype = carry.bound.dtype
+        solve = eqx.tree_at(lambda s: s.y, carry.solve, self.restart(carry.solve.y))
+
+        def failed(y):
+            return jnp.logical_not(_is_finite_tree(y)) | (self.size(y) > carry.bound)
+
+        solve, stats, result = _integrate.integrate(
+            self.solver,
+            self.stepsize_controller,
+            self._term(f, jnp.asarray(k, dtype)),
+            solve,
+            0.0,
+            1.0,
+            (lr, data),
+            max_steps=self._max_steps(k) - carry.steps_taken,
+            failed=failed,
         )
+        result = self.explain(solve.y, result)
+        # Past a failure the state is not a solution: make it non-finite from here on.
+        bad = result != RESULTS.successful
+        y = jax.tree_util.tree_map(lambda x: jnp.where(bad, jnp.nan, x), solve.y)
+        solve = eqx.tree_at(lambda s: s.y, solve, y)
+        counts = self.counts(y, stats.n_evals, stats.n_jvps)
+        taken = carry.steps_taken + stats.n_steps
+        return FlowCarry(solve, carry.bound, taken), counts, result
+
+    def _max_steps(self, k: Int[Array, ""]) -> Int[Array, ""]:
+        """The step budget up to GD step k + 1: on average `max_steps_per_gd_step`."""
+        if isinstance(self.stepsize_controller, diffrax.ConstantStepSize) and self.dt0:
+            return (k + 1) * (int(np.ceil(1.0 / self.dt0)) + 1)
+        return (k + 1) * self.max_steps_per_gd_step + 1000
+
+    def state(self, carry):
+        return carry.solve.y
 
     def describe(self):
         ctrl = self.stepsize_controller

@@ -21,6 +21,7 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
+from .._codes import RESULTS
 from .._sdcp import _solve as _solve_sdcp
 from .._spectral import OracleCounts, initial_basis, refine_eigs, third_contraction, top_eigs
 from ._base import AbstractFlow
@@ -160,7 +161,8 @@ class CentralFlow(AbstractFlow):
         n = w0.shape[0]
         k = min(self.max_k, n)
         _, U, n_hvp = top_eigs(f, w0, initial_basis(n, k, w0.dtype), data, maxiter=200)
-        counters = jnp.zeros(3, w0.dtype).at[2].set(n_hvp)  # [HVP rate, third rate, init HVPs]
+        # [HVP rate, third rate, init HVPs, time without an SDCP solution]
+        counters = jnp.zeros(4, w0.dtype).at[2].set(n_hvp)
         return (w0, U, counters)
 
     def vector_field(self, f, t, y, lr, data):
@@ -168,7 +170,8 @@ class CentralFlow(AbstractFlow):
         c = self.terms(f, w, U, lr, data)
         sign = jnp.where(jnp.sum(c.U * U, axis=0) < 0, -1, 1).astype(U.dtype)
         rate = self.basis_rate if self.basis_rate is not None else 1.0 / self.dt0
-        d_counters = jnp.stack([c.n_hvp, c.n_third, 0]).astype(counters.dtype)
+        no_solution = ~jnp.all(jnp.isfinite(c.X))
+        d_counters = jnp.stack([c.n_hvp, c.n_third, 0, no_solution]).astype(counters.dtype)
         return (c.velocity, rate * (c.U * sign - U), d_counters)
 
     def center(self, state):
@@ -178,26 +181,28 @@ class CentralFlow(AbstractFlow):
         return jnp.linalg.norm(y[0])
 
     def restart(self, y):
-        # Each chunk counts its own oracle calls: the integrated rates start again at 0,
-        # and the start-up eigen-solve's HVPs (counters[2]) are charged to the first
-        # chunk only, which is the one that starts with no rate integrated yet.
+        # The counters integrate oracle calls per unit time over one GD step.
         w, U, c = y
-        first = (c[0] == 0) & (c[1] == 0)
-        return w, U, jnp.stack([0 * c[0], 0 * c[1], jnp.where(first, c[2], 0)])
+        return w, U, jnp.zeros_like(c)
 
-    def _counts(self, sol):
-        # The counters integrate the per-evaluation counts over time; times the number of
-        # evaluations per unit time this is exact for a fixed step and one stage per step.
-        n_eval = super()._counts(sol).n_grad
-        counters, ts = sol.ys[2], sol.ts  # (length+1, 3), (length+1,)
-        ok = jnp.all(jnp.isfinite(counters), axis=1)
-        last = jnp.max(jnp.where(ok, jnp.arange(ts.shape[0]), 0))
-        span = ts[last] - ts[0]
-        per_time = jnp.where(span > 0, n_eval / jnp.where(span > 0, span, 1), 0)
-        c = counters[last]
-        n_hvp = jnp.round(c[0] * per_time + c[2]).astype(jnp.int32)
-        n_third = jnp.round(c[1] * per_time).astype(jnp.int32)
-        return OracleCounts(n_grad=n_eval, n_hvp=n_hvp, n_third=n_third)
+    def init_counts(self, y0):
+        return OracleCounts(n_hvp=jnp.round(y0[2][2]).astype(jnp.int32))
+
+    def counts(self, y1, n_evals, n_jvps):
+        # Over one GD step (unit time) the counters integrate the per-evaluation counts;
+        # times the evaluations per unit time this is exact for a fixed step and one
+        # stage per step (the default Euler scheme).
+        c = y1[2]
+        return OracleCounts(
+            n_grad=n_evals,
+            n_hvp=jnp.round(c[0] * n_evals).astype(jnp.int32),
+            n_third=jnp.round(c[1] * n_evals).astype(jnp.int32),
+        )
+
+    def explain(self, y, result):
+        # A critical eigenvalue above 2/η with ∇λ = 0 has no SDCP solution (X = ∞).
+        no_solution = (result == RESULTS.diverged) & (y[2][3] > 0)
+        return RESULTS.where(no_solution, RESULTS.sdcp_no_solution, result)
 
     def observables(self, f, t, state, U, lr, data, w_gd):
         w, basis, _ = state

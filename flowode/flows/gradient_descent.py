@@ -2,79 +2,74 @@
 
 from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int, Scalar
 
+from .._codes import RESULTS
 from .._spectral import OracleCounts
 from ._base import AbstractProcess
 
 
-class GradientDescent(AbstractProcess):
-    """w_{k+1} = w_k − η∇L(w_k), run as one `lax.scan`.
+class GDCarry(eqx.Module):
+    """GD at step k: the last two iterates, and the loss and gradient at the newest."""
 
-    Its states are pairs (w_k, w*_k) of the iterate and the midpoint process
-    w*_k = (w_{k−1} + 2w_k + w_{k+1})/4 (see `midpoints`), which needs one step past the
-    last. The centre is the iterate; `oscillation_u1` is (u₁ᵀ(w_k − w*_k))².
+    w_prev: Float[Array, " n"]  # w_{k−1} (w_0 at k = 0)
+    w: Float[Array, " n"]  # w_k
+    loss: Float[Array, ""]  # L(w_k)
+    grad: Float[Array, " n"]  # ∇L(w_k)
+
+
+class GradientDescent(AbstractProcess):
+    """w_{k+1} = w_k − η∇L(w_k).
+
+    The carry keeps ∇L(w_k), which is both the next step's direction and what observing
+    w_k needs, and w_{k−1}, which with it gives the midpoint process
+    w*_k = (w_{k−1} + 2w_k + w_{k+1})/4 without a step ahead (`midpoint`).
     """
 
     name: ClassVar[str] = "gd"
 
     def start(self, f, w0, lr, data):
-        return w0, w0  # (w_{k-1}, w_k); at k = 0 there is no w_{-1}, see `midpoints`
+        loss, g = jax.value_and_grad(f)(w0, data)
+        return GDCarry(w0, w0, loss, g), OracleCounts()
 
-    def advance(self, f, carry, lr, data, t0, n, length):
-        w_prev, w = carry
-        grad = jax.grad(f)
+    def advance(self, f, carry, lr, data, k):
+        w = carry.w - lr * carry.grad
+        loss, g = jax.value_and_grad(f)(w, data)
+        ok = jnp.isfinite(loss) & jnp.all(jnp.isfinite(w))
+        result = RESULTS.where(ok, RESULTS.successful, RESULTS.diverged)
+        return GDCarry(carry.w, w, loss, g), OracleCounts(n_grad=1), result
 
-        def step(w, i):  # steps past t0 + n + 1 are skipped: w stays where it was
-            w_next = jax.lax.cond(i <= n, lambda w: w - lr * grad(w, data), lambda w: w, w)
-            return w_next, w
-
-        w_last, ws = jax.lax.scan(step, w, jnp.arange(length + 1))
-        ws = jnp.concatenate([w_prev[None], ws, w_last[None]])  # k = t0-1 .. t0+length+1
-        mids = midpoints(ws[1:])
-        mids = jnp.where(t0 == 0, mids, 0.25 * (ws[:-2] + 2 * ws[1:-1] + ws[2:]))
-        n_clip = jnp.minimum(n, length)
-        carry = (ws[n_clip], ws[n_clip + 1])  # (w_{t0+n-1}, w_{t0+n})
-        states = (ws[1:-1], mids)
-        # Past t0 + n the iterates repeat the last: make the saved states do the same.
-        keep = (jnp.arange(length + 1) <= n)[:, None]
-        states = tuple(jnp.where(keep, s, s[n_clip]) for s in states)
-        return states, carry, OracleCounts(n_grad=n), None
+    def loss_and_grad(self, f, carry, data):
+        return carry.loss, carry.grad
 
     def center(self, state):
-        return state[0]
+        return state.w
 
     def observables(self, f, t, state, U, lr, data, w_gd):
-        w, w_mid = state
+        w_mid = midpoint(state, lr, t)
         return {
-            "predicted_loss": f(w, data),
-            "oscillation_u1": jnp.vdot(U[:, 0], w - w_mid) ** 2,
+            "predicted_loss": state.loss,
+            "oscillation_u1": jnp.vdot(U[:, 0], state.w - w_mid) ** 2,
         }
 
 
-class Midpoint(AbstractProcess):
-    """GD's midpoint process, observed on the same (iterate, midpoint) states as GD."""
+def midpoint(carry: GDCarry, lr: Scalar, k: Int[Array, ""] | Scalar) -> Float[Array, " n"]:
+    """GD's midpoint process w*_k = (w_{k−1} + 2w_k + w_{k+1})/4 with w_{k+1} = w_k − η∇L(w_k).
 
-    name: ClassVar[str] = "midpoint"
-
-    def start(self, f, w0, lr, data):
-        return GradientDescent().start(f, w0, lr, data)
-
-    def advance(self, f, carry, lr, data, t0, n, length):
-        return GradientDescent().advance(f, carry, lr, data, t0, n, length)
-
-    def center(self, state):
-        return state[1]
+    At k = 0, where w_{−1} does not exist, w*_0 = (w_0 + w_1)/2: the centre of the first
+    rod, which is also where rod flow starts.
+    """
+    w_next = carry.w - lr * carry.grad
+    first = 0.5 * (carry.w + w_next)
+    rest = 0.25 * (carry.w_prev + 2 * carry.w + w_next)
+    return jnp.where(k == 0, first, rest)
 
 
 def midpoints(ws: Float[Array, "k2 n"]) -> Float[Array, "k1 n"]:
-    """GD's midpoint process w*_k = (w_{k−1} + 2w_k + w_{k+1})/4, k = 0..K, from K+2 iterates.
-
-    At k = 0, where w_{−1} does not exist, w*_0 = (w_0 + w_1)/2: the centre of the
-    first rod, which is also where rod flow starts.
-    """
+    """The midpoint process at k = 0..K from K+2 iterates (see `midpoint`)."""
     first = 0.5 * (ws[0] + ws[1])
     rest = 0.25 * (ws[:-2] + 2 * ws[1:-1] + ws[2:])  # k = 1..K
     return jnp.concatenate([first[None], rest])

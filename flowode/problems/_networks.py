@@ -49,14 +49,8 @@ def mlp_regression(
     km = jax.random.fold_in(jax.random.key(seed), 1)
     x, y = gaussian_regression(n, d_in, d_out, seed=seed, dtype=dtype)
     model = _cast(eqx.nn.MLP(d_in, d_out, width, depth, activation=jax.nn.swish, key=km), dtype)
-
-    def loss(model, data):
-        x, y = data
-        pred = jax.vmap(model)(x)
-        return 0.5 * jnp.mean(jnp.sum((pred - y) ** 2, axis=-1))
-
     name = f"mlp-{d_in}-{'-'.join([str(width)] * depth)}-{d_out}"
-    return Problem(loss, model, name=name, data=(x, y))
+    return Problem(_mse_regression, model, name=name, data=(x, y))
 
 
 def _cast(model, dtype):
@@ -66,25 +60,39 @@ def _cast(model, dtype):
     )
 
 
-def _classification_loss(kind: str, n_classes: int):
-    """Mean loss of logits (..., C) against integer labels (...): "mse" (½‖z − onehot‖²,
-    as in the edge-of-stability papers) or "ce" (softmax cross-entropy)."""
-    if kind == "mse":
-        return lambda z, y: 0.5 * jnp.mean(jnp.sum((z - jax.nn.one_hot(y, n_classes)) ** 2, -1))
-    if kind == "ce":
-        return lambda z, y: -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(z), y[..., None], -1))
-    raise ValueError(f"loss must be 'mse' or 'ce', got {kind!r}.")
+def _mse_regression(model, data):
+    x, y = data
+    pred = jax.vmap(model)(x)
+    return 0.5 * jnp.mean(jnp.sum((pred - y) ** 2, axis=-1))
+
+
+class _Classification(eqx.Module):
+    """Mean loss of a model's logits (..., C) against integer labels (...): "mse"
+    (½‖z − onehot‖², as in the edge-of-stability papers) or "ce" (softmax cross-entropy).
+
+    A module rather than a closure: two equal settings compare equal, so problems of the
+    same family share compiled programs.
+    """
+
+    kind: str = eqx.field(static=True)
+    n_classes: int = eqx.field(static=True)
+    batched: bool = eqx.field(static=True)  # the model takes a whole batch
+
+    def __check_init__(self):
+        if self.kind not in ("mse", "ce"):
+            raise ValueError(f"loss must be 'mse' or 'ce', got {self.kind!r}.")
+
+    def __call__(self, model, data):
+        x, y = data
+        z = model(x) if self.batched else jax.vmap(model)(x)
+        if self.kind == "mse":
+            return 0.5 * jnp.mean(jnp.sum((z - jax.nn.one_hot(y, self.n_classes)) ** 2, -1))
+        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(z), y[..., None], -1))
 
 
 def _classification_problem(model, inputs, labels, *, loss, n_classes, name, dtype, batched=False):
     """A Problem fitting `model` (one example -> logits, or a whole batch if `batched`)."""
-    lossfn = _classification_loss(loss, n_classes)
-
-    def objective(model, data):
-        x, y = data
-        logits = model(x) if batched else jax.vmap(model)(x)
-        return lossfn(logits, y)
-
+    objective = _Classification(loss, n_classes, batched)
     return Problem(objective, _cast(model, dtype), name=name, data=(inputs, labels))
 
 

@@ -6,6 +6,22 @@ from jaxtyping import ArrayLike
 from .._problem import Problem
 
 
+# One module-level loss per family, with its constants passed as data: problems of the
+# same family and shapes share compiled programs whatever their values.
+def _quadratic_loss(w, lam):
+    return 0.5 * jnp.sum(lam * w**2)
+
+
+def _quartic_loss(w, p):
+    c, s0, a, b = p
+    u, v = w[0], w[1]
+    return -c * u + 0.5 * (s0 + a * u) * v**2 + 0.25 * b * v**4
+
+
+def _factorisation_loss(w):
+    return 0.5 * (w[0] * w[1] - 1.0) ** 2
+
+
 def quadratic(
     eigenvalues: ArrayLike = (1.0, 5.0, 10.0), w0: ArrayLike | None = None, *, dtype=jnp.float32
 ) -> Problem:
@@ -14,7 +30,7 @@ def quadratic(
     w0 = jnp.ones_like(lam) if w0 is None else jnp.asarray(w0, dtype=dtype)
     if w0.shape != lam.shape:
         raise ValueError(f"quadratic: w0 has shape {w0.shape}, eigenvalues {lam.shape}.")
-    return Problem(lambda w, lam: 0.5 * jnp.sum(lam * w**2), w0, name="quadratic", data=lam)
+    return Problem(_quadratic_loss, w0, name="quadratic", data=lam)
 
 
 def softening_quartic(
@@ -34,19 +50,9 @@ def softening_quartic(
     With b > 0 (hardening) GD diverges instead once ηS > 2.
     """
     params = jnp.asarray([c, s0, a, b], dtype=dtype)
-
-    def loss(w, p):
-        c, s0, a, b = p
-        u, v = w[0], w[1]
-        return -c * u + 0.5 * (s0 + a * u) * v**2 + 0.25 * b * v**4
-
-    return Problem(loss, jnp.asarray(w0, dtype=dtype), name="quartic", data=params)
+    return Problem(_quartic_loss, jnp.asarray(w0, dtype=dtype), name="quartic", data=params)
 
 
 def factorisation(w0: ArrayLike = (3.0, 0.1), *, dtype=jnp.float32) -> Problem:
     """Scalar factorisation L(a, b) = ½(ab − 1)²; on the minima ab = 1 the sharpness is a² + b²."""
-
-    def loss(w):
-        return 0.5 * (w[0] * w[1] - 1.0) ** 2
-
-    return Problem(loss, jnp.asarray(w0, dtype=dtype), name="factorisation")
+    return Problem(_factorisation_loss, jnp.asarray(w0, dtype=dtype), name="factorisation")

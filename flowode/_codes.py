@@ -1,0 +1,69 @@
+"""Result codes of a run: diffrax's, and flowode's own, each with what to change."""
+
+import diffrax
+
+
+class RESULTS(diffrax.RESULTS):  # pyright: ignore
+    """diffrax's result codes, extended by those of flowode's processes.
+
+    Inside a compiled run they stay codes; `simulate` turns them into warnings (or raises
+    with `throw=True`) and records them per flow in the Dataset.
+    """
+
+    diverged = (
+        "the state diverged (non-finite, or past the flow's blow-up bound). Values stop "
+        "where it did (see diverged_at); a smaller lr or a float64 run may help."
+    )
+    sdcp_not_converged = (
+        "central flow's SDCP solve did not converge at some steps (see sdcp_residual), so "
+        "Sigma is approximate there. Float64 or a smaller dt0 usually helps."
+    )
+    sdcp_no_solution = (
+        "central flow's SDCP has no solution: a critical eigenvalue is above 2/lr but the "
+        "sharpness does not depend on w along the flow (grad of lambda = 0, e.g. a "
+        "quadratic). Central flow cannot hold it at 2/lr; use a smaller lr."
+    )
+    basis_saturated = (
+        "central flow: every tracked eigenvalue rose above track_threshold, so a further "
+        "one may turn critical unseen. Use CentralFlow(max_k=...) with a larger max_k."
+    )
+
+
+# diffrax's own failures, said as what to change.
+_ADVICE = {
+    "max_steps_reached": (
+        "the solver reached its step limit (max_steps_per_gd_step in one GD step); the "
+        "flow is stiffer than this solver handles at this tolerance. Raise "
+        "max_steps_per_gd_step, loosen rtol/atol, or use a stabilised solver (fo.RKC2)."
+    ),
+    "dt_min_reached": (
+        "the step size fell below the controller's dtmin. Loosen rtol/atol, lower dtmin, "
+        "or use a stiffness-aware solver (fo.RKC2)."
+    ),
+    "max_steps_rejected": (
+        "too many rejected steps in a row. Loosen rtol/atol or give the controller a smaller dt0."
+    ),
+}
+
+
+def code(item) -> int:
+    """The integer value of a result item (as stored in a Dataset)."""
+    return int(item._value)
+
+
+def name(value: int) -> str:
+    """The short name of an integer result code ('successful', 'diverged', ...)."""
+    for key, item in RESULTS._name_to_item.items():
+        if code(item) == int(value):
+            return key
+    return f"code {int(value)}"
+
+
+def message(value: int) -> str:
+    """What an integer result code means, and what to change."""
+    key = name(value)
+    if key in _ADVICE:
+        return _ADVICE[key]
+    if key in RESULTS._name_to_item:
+        return RESULTS[RESULTS._name_to_item[key]]
+    return f"unknown result code {int(value)}."
