@@ -20,7 +20,9 @@ class GradientFlow(AbstractFlow):
     O(η²) ("implicit gradient regularisation"): for the map w ↦ w + F(w), F = −η∇L,
     matching w(t+1) = w + ẇ + ½ẅ + O(η³) with ẅ = J_F ẇ gives ẇ = F − ½J_F F. It tracks
     GD an order of η better while ηS < 2 and says nothing about the oscillation after it.
-    One HVP more per evaluation, counted in n_hvp; named "gradient_me" in a Dataset.
+    One HVP more per evaluation, counted in n_hvp; named "gradient_me" in a Dataset. On the
+    MLP-433 in float64 (4 seeds, η = 0.1 and 0.15) it was 27-43× closer to GD's iterates
+    than gradient flow over steps 20-150 (benchmarks/bench_onset.py).
     """
 
     solver: diffrax.AbstractSolver = RKC2(power_iterations=1)
