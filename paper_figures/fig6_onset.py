@@ -2,9 +2,10 @@
 
 MLP regression (seed 0, 433 parameters), η = 0.1. Top row, per dtype: the rod's
 half-length |Y| (default solver, and Tsit5 at the tightest tolerance the dtype allows)
-against GD's oscillation: half its second difference |w_{k+1} − 2w_k + w_{k−1}|/4 (before
-the onset this is the smooth path's curvature, not an oscillation) and its displacement
-from its midpoint process along the top eigenvector; the step where ηS = 2 is marked.
+against GD's oscillation: half its second difference |w_{k+1} − 2w_k + w_{k−1}|/4 and its
+displacement from its midpoint process along the top eigenvector (before the onset both
+measure GD's smooth path, its curvature and half a step, not an oscillation, so they sit
+above the rounding level where the oscillation itself starts); ηS = 2 is marked.
 Below the threshold the rod sits on its floor, ε‖w‖ (GD's own rounding); it leaves it at
 the exact period-2 rate once ηS > 2. Bottom: distance to GD's iterates before the onset
 (float64) for gradient flow, its modified equation, the rod and the rod with its O(η²)
@@ -78,7 +79,7 @@ def main():
         ax.axhline(1e-2, color="tab:red", lw=0.6, alpha=0.5, label="onset level 1e-2")
         ax.set(xlabel="step", ylabel="half-length / GD oscillation", title=f"{dtype}: onset of EOS")
         ax.set_ylim(np.finfo(dtype).eps * 0.1, 10)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left")
 
     ds = runs["float64"][0]
     ax = fig.add_subplot(grid[1, :])
