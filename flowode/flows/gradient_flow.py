@@ -1,11 +1,10 @@
-"""Gradient flow: the stable flow, dw/dt = −η∇L(w)."""
-
-from typing import ClassVar
+"""Gradient flow: the stable flow, dw/dt = −η∇L(w), and GD's O(η²) modified equation."""
 
 import diffrax
 import jax
 
 from .._rkc import RKC2
+from .._spectral import OracleCounts
 from ._base import AbstractFlow
 
 
@@ -16,9 +15,16 @@ class GradientFlow(AbstractFlow):
     The default solver is flowode's stabilised explicit RKC2, whose number of stages
     grows like √(ηS·h) with one gradient each, so a stiff phase costs a few gradients
     per GD step rather than hundreds.
+
+    `modified_equation=True`: dw/dt = −η∇L − (η²/2)H∇L, GD's backward-error flow to
+    O(η²) ("implicit gradient regularisation"): for the map w ↦ w + F(w), F = −η∇L,
+    matching w(t+1) = w + ẇ + ½ẅ + O(η³) with ẅ = J_F ẇ gives ẇ = F − ½J_F F. It tracks
+    GD an order of η better while ηS < 2 and says nothing about the oscillation after it.
+    One HVP more per evaluation, counted in n_hvp; named "gradient_me" in a Dataset. On the
+    MLP-433 in float64 (4 seeds, η = 0.1 and 0.15) it was 27-43× closer to GD's iterates
+    than gradient flow over steps 20-150 (benchmarks/bench_onset.py).
     """
 
-    name: ClassVar[str] = "gradient"
     solver: diffrax.AbstractSolver = RKC2(power_iterations=1)
     stepsize_controller: diffrax.AbstractStepSizeController = diffrax.PIDController(
         rtol=1e-5, atol=1e-7
@@ -26,12 +32,45 @@ class GradientFlow(AbstractFlow):
     dt0: float | None = None
     max_steps_per_gd_step: int = 200
     blowup: float = 1e6
+    modified_equation: bool = False
+
+    def __check_init__(self):
+        if not isinstance(self.modified_equation, bool):
+            raise TypeError(
+                "GradientFlow: modified_equation must be True or False, "
+                f"got {self.modified_equation!r}."
+            )
+
+    @property
+    def name(self) -> str:
+        return "gradient_me" if self.modified_equation else "gradient"
+
+    @property
+    def hvps_per_jvp(self) -> int:
+        # A JVP of −η∇L − (η²/2)H∇L along v: Hv, H(Hv) and ∇³L[∇L, v] (one third).
+        return 2 if self.modified_equation else 1
+
+    def _counts(self, sol: diffrax.Solution) -> OracleCounts:
+        counts = super()._counts(sol)
+        if not self.modified_equation:
+            return counts
+        n_eval = counts.n_grad // self.grads_per_eval
+        n_jvp = counts.n_hvp // self.hvps_per_jvp
+        return OracleCounts(counts.n_grad, counts.n_hvp + n_eval, n_jvp)
 
     def init(self, f, w0, lr, data):
         return w0
 
     def vector_field(self, f, t, w, lr, data):
-        return -lr * jax.grad(f)(w, data)
+        if not self.modified_equation:
+            return -lr * jax.grad(f)(w, data)
+        g, hvp = jax.linearize(lambda x: jax.grad(f)(x, data), w)  # ∇L and v ↦ Hv
+        return -lr * g - (0.5 * lr**2) * hvp(g)
 
     def center(self, state):
         return state
+
+    def describe(self):
+        out = super().describe()
+        out["modified_equation"] = str(self.modified_equation)
+        return out

@@ -1,76 +1,232 @@
 """Rod flow: consecutive GD iterates as the two ends of a rod, w_k ≈ X + (−1)^k Y.
 
-Substituting w_k = X(k) + (−1)^k Y(k) into GD and taking the even/odd relations to
-first order gives, with L_sym(X, Y) = ½[L(X+Y) + L(X−Y)],
+**The model.** Substituting w_k = X(k) + (−1)^k Y(k) into GD and separating even and odd
+k gives two exact relations,
+
+    X(t+1) − X(t) = −(η/2)[g₊ + g₋],      Y(t+1) + Y(t) = (η/2)[g₊ − g₋],
+
+with g± = ∇L(X ± Y). Taken to first order (X(t+1) − X(t) ≈ Ẋ, Y(t+1) + Y(t) ≈ 2Y + Ẏ)
+and with L_sym(X, Y) = ½[L(X+Y) + L(X−Y)]:
 
     dX/dt = −η ∇_X L_sym(X, Y),     dY/dt = η ∇_Y L_sym(X, Y) − 2Y.
 
-Linearised, dY/dt = (ηH − 2)Y: the rod grows exactly when ηS > 2. Expanding L_sym
-= L(X) + ½YᵀH(X)Y + O(|Y|⁴) shows the centre feels the sharpness penalty that central
-flow imposes through Σ ≈ YYᵀ. Each evaluation is one vmapped pair of gradients; no
-eigen-solve or third derivative is needed.
+Linearised, dY/dt = (ηH − 2)Y: the rod grows exactly when ηS > 2. L_sym = L(X) +
+½YᵀH(X)Y + O(|Y|⁴), so the centre feels the sharpness penalty that central flow imposes
+through Σ ≈ YYᵀ. One evaluation is one vmapped pair of gradients; no eigen-solve.
+
+**Onset.** Y = 0 is invariant, and below the threshold Y decays like exp(−∫(2 − ηS)).
+Stored as a vector, it falls under half an ulp of X long before the onset; then
+X ± Y rounds to X, g₊ − g₋ is exactly 0 and the rod never grows again, so the onset
+was set by the solver's atol, not by the model (and a tight solver never reached EOS).
+GD's own oscillation is seeded by its rounding, at about ε‖w‖ per step. flowode
+therefore carries Y = e^a u, a log-amplitude and a unit direction (`_rod_state`), so
+that neither underflow nor cancellation loses the direction, and gives a a smooth floor
+at `floor`·‖w‖ (default: the dtype's ε), the same seed GD has. With H̃u = (g₊ − g₋)/(2|Y|)
+the secant Hessian along u and v = ηH̃u − 2u = Ẏ/|Y|,
+
+    ȧ = ρ(uᵀv)  floored smoothly,       u̇ = v − (uᵀv)u = η[H̃u − (uᵀH̃u)u],
+
+which is the rod ODE exactly when ρ(r) = r. u̇ is a continuous power iteration toward
+the top eigenvector; u is normalised before use and pulled back to |u| = 1 at rate 1
+(the bare u̇ lets |u| drift while the rod decays). Where |Y| is too small for a
+difference of gradients to resolve, the pair is taken at the probe distance δ =
+smoothmax(|Y|, √ε‖X‖) along u instead: then (g₊ − g₋)/(2δ) is the HVP H(X)u to relative
+error about ε, at the cost of the pair it replaces and without a branch (a `where`
+would pay for both, and `cond` becomes a `where` under `vmap`). The centre then sees
+the pair at ±δu rather than ±Y, an error ½(δ² − |Y|²)∇³L[u, u] ≤ ½ε‖X‖²∇³L: rounding.
+
+**Amplitude rate.** `amplitude_rate="map"` (default) uses ρ(r) = ln(1 + r), the exact
+rate per step of GD's period-2 map along an eigenvector (multiplier |1 − ηλ| = 1 + r),
+instead of the linear r. Both vanish at r = 0, so the threshold is unchanged and the
+EOS equilibrium is the same; only growth and decay near the onset differ, by O(r²),
+and integrated over the few hundred steps before the onset that is several steps.
+Measured by benchmarks/bench_onset.py (benchmarks/README.md), MLP-433, η = 0.1: with
+"map" the rod enters EOS 6-7 steps before GD in float64 and 9-13 in float32, with the
+default and a tight solver alike; with "linear" 15-16 and 12 steps before.
+
+**Second order (`modified_equation=True`).** Both relations are first order in time.
+For the centre, X(t+1) − X(t) = F(X, Y) with F = −(η/2)(g₊ + g₋) is a map step, and
+backward error analysis (Ẋ = F + c, match X(t+1) = X + Ẋ + ½Ẍ + O(F³) with Ẍ = dF/dt)
+gives Ẋ = F − ½ dF/dt. With dF/dt = ∂_X F·Ẋ + ∂_Y F·Ẏ and ∂_X F = −(η/2)(H₊ + H₋),
+
+    Ẋ = F − ½∂_X F·F = −(η/2)(g₊ + g₋) − (η²/8)(H₊ + H₋)(g₊ + g₋).
+
+Dropped: ½∂_Y F·Ẏ = −(η/4)(H₊ − H₋)Ẏ, which is O(|Y|·∇³L·|Ẏ|): Y's slow derivative (Ẏ
+is the envelope's drift, ~r|Y| with r near 0 where |Y| is large, and |Y| is at the
+floor before the onset), so it is O(|Y|²) where the correction matters; and O(η³)
+terms. With Y = 0 this is GD's own modified equation −η∇L − (η²/2)H∇L. The pair
+(H₊ s, H₋ s) with s = g₊ + g₋ comes from linearising the pair of gradients (`jax.
+linearize`): two gradients and two HVPs per evaluation. Y's equation is left first
+order (its map Y(t+1) + Y(t) = G is not of the form a step of a flow; the exact-map
+rate above is its correction where it matters, near the onset).
+
+Measured (float64, 4 seeds × η ∈ {0.1, 0.15}): before the onset the correction brings
+the rod 2.0-3.6× closer to GD's iterates; after it, its centre is 0.46-1.03× the plain
+rod's distance to GD's midpoint, worse by up to 3% on half the runs. It is therefore
+an option, not the default.
 """
 
-from typing import ClassVar
+import math
 
 import diffrax
 import jax
 import jax.numpy as jnp
 
+from .._spectral import OracleCounts
 from ._base import AbstractFlow
+from ._rod_state import (
+    AmplitudeRate,
+    floored_rate,
+    from_vector,
+    growth_rate,
+    log_floor,
+    probe_distance,
+    unit,
+)
 
 
-def _pair_grads(f, X, Y, data):
-    """∇L(X+Y) and ∇L(X−Y) as one vmapped batch: (2, n)."""
-    ends = jnp.stack([X + Y, X - Y])
+def _pair_grads(f, X, d, data):
+    """∇L(X + d) and ∇L(X − d) as one vmapped batch: (2, n)."""
+    ends = jnp.stack([X + d, X - d])
     return jax.vmap(jax.grad(f), in_axes=(0, None))(ends, data)
 
 
 class RodFlow(AbstractFlow):
-    """The rod ODE for the centre X and half-length Y, started from GD's first two iterates.
+    """The rod ODE for the centre X and half-length Y = e^a u, started from GD's first two iterates.
 
     X(0) = (w₀ + w₁)/2 and Y(0) = (w₀ − w₁)/2 with w₁ = w₀ − η∇L(w₀). Its prediction of
     GD's iterate is X + (−1)^k Y (the phase too), of GD's time-averaged loss L_sym(X, Y).
+    The state is (X, a, u).
+
+    - `floor`: the smallest |Y|, relative to the iterate's norm ‖X ± Y‖; None (default)
+      is the dtype's machine ε, GD's own rounding; 0 is exact arithmetic (Y may decay
+      for ever, and Y = 0 is invariant).
+    - `amplitude_rate`: "map" (ln(1 + r), the exact period-2 map rate) or "linear" (r,
+      the first-order rod). See the module docstring.
+    - `modified_equation`: add the O(η²) backward-error term −(η²/8)(H₊ + H₋)(g₊ + g₋)
+      to the centre (two HVPs more per evaluation). Named "rod_me" in a Dataset.
     """
 
-    name: ClassVar[str] = "rod"
-    grads_per_eval: ClassVar[int] = 2
-    hvps_per_jvp: ClassVar[int] = 2
+    solver: diffrax.AbstractSolver = diffrax.Heun()
     # Chosen by benchmarks/bench_rod.py: the step is bound by stability (the rod's
     # Jacobian spans about [−2, 0] per GD step), so a cheap adaptive second-order pair
     # takes ~1 step per GD step at Tsit5's accuracy for ~60% of its gradients.
-    solver: diffrax.AbstractSolver = diffrax.Heun()
     stepsize_controller: diffrax.AbstractStepSizeController = diffrax.PIDController(
         rtol=1e-3, atol=1e-5
     )
     dt0: float | None = None
     max_steps_per_gd_step: int = 100
     blowup: float = 1e6
+    floor: float | None = None
+    amplitude_rate: AmplitudeRate = "map"
+    modified_equation: bool = False
+
+    def __check_init__(self):
+        if self.floor is not None:
+            ok = isinstance(self.floor, int | float) and not isinstance(self.floor, bool)
+            if not ok or not math.isfinite(self.floor) or self.floor < 0:
+                raise ValueError(
+                    "RodFlow: floor must be a finite number >= 0 (relative to the iterate's "
+                    f"norm; None for the dtype's resolution, 0 for none), got {self.floor!r}."
+                )
+        if self.amplitude_rate not in ("map", "linear"):
+            raise ValueError(
+                f"RodFlow: amplitude_rate must be 'map' or 'linear', got {self.amplitude_rate!r}."
+            )
+        if not isinstance(self.modified_equation, bool):
+            raise TypeError(
+                f"RodFlow: modified_equation must be True or False, got {self.modified_equation!r}."
+            )
+
+    @property
+    def name(self) -> str:
+        return "rod_me" if self.modified_equation else "rod"
+
+    @property
+    def grads_per_eval(self) -> int:
+        return 2
+
+    @property
+    def hvps_per_jvp(self) -> int:
+        # A JVP of the field: the HVP pair, plus with the correction ∂(H±s) = ∇³L±[s, ·] +
+        # H±H±· (two HVPs and two third-derivative contractions more).
+        return 4 if self.modified_equation else 2
+
+    def _counts(self, sol: diffrax.Solution) -> OracleCounts:
+        counts = super()._counts(sol)
+        if not self.modified_equation:
+            return counts
+        n_eval = counts.n_grad // self.grads_per_eval
+        n_jvp = counts.n_hvp // self.hvps_per_jvp
+        return OracleCounts(counts.n_grad, counts.n_hvp + 2 * n_eval, 2 * n_jvp)
+
+    def _log_floor(self, X, amplitude):
+        if self.floor == 0:
+            return None
+        rel = jnp.finfo(X.dtype).eps if self.floor is None else jnp.asarray(self.floor, X.dtype)
+        return log_floor(rel, X, amplitude)
 
     def init(self, f, w0, lr, data):
         g0 = jax.grad(f)(w0, data)
-        return (w0 - 0.5 * lr * g0, 0.5 * lr * g0)  # X(0), Y(0)
+        X0, Y0 = w0 - 0.5 * lr * g0, 0.5 * lr * g0
+        fallback = jax.random.normal(jax.random.key(0), w0.shape, w0.dtype)
+        a_floor = self._log_floor(X0, jnp.zeros((), w0.dtype))
+        log_min = jnp.log(jnp.finfo(w0.dtype).tiny) if a_floor is None else a_floor
+        a0, u0 = from_vector(Y0, fallback, log_min)
+        return (X0, a0, u0)
+
+    def restart(self, y):
+        X, a, u = y
+        return (X, a, unit(u)[0])
 
     def vector_field(self, f, t, y, lr, data):
-        X, Y = y
-        g_plus, g_minus = _pair_grads(f, X, Y, data)
-        dX = -0.5 * lr * (g_plus + g_minus)
-        dY = 0.5 * lr * (g_plus - g_minus) - 2.0 * Y
-        return (dX, dY)
+        X, a, u = y
+        u_hat, u_norm = unit(u)
+        amplitude = jnp.exp(a)
+        delta = probe_distance(amplitude, X)
+        if self.modified_equation:
+            G, pair_jvp = jax.linearize(lambda x: _pair_grads(f, x, delta * u_hat, data), X)
+            s = G[0] + G[1]
+            dX = -0.5 * lr * s - (lr**2 / 8) * jnp.sum(pair_jvp(s), axis=0)
+        else:
+            G = _pair_grads(f, X, delta * u_hat, data)
+            dX = -0.5 * lr * (G[0] + G[1])
+        Hu = (G[0] - G[1]) / (2 * delta)  # secant H̃u, or H(X)u where |Y| < √ε‖X‖
+        v = lr * Hu - 2 * u_hat  # Ẏ/|Y|
+        r = jnp.vdot(u_hat, v)
+        da = floored_rate(growth_rate(r, self.amplitude_rate), a, self._log_floor(X, amplitude))
+        du = v - r * u_hat + (1 - u_norm) * u_hat
+        return (dX, da, du)
+
+    def size(self, y):
+        X, a, _ = y
+        return jnp.sqrt(jnp.sum(X**2) + jnp.exp(2 * a))
+
+    def half_length(self, state):
+        """Y = e^a u/|u|."""
+        _, a, u = state
+        return jnp.exp(a) * unit(u)[0]
 
     def center(self, state):
         return state[0]
 
     def iterate(self, t, state):
-        X, Y = state
         sign = 1.0 - 2.0 * jnp.mod(jnp.round(t), 2.0)  # (−1)^k
-        return X + sign * Y
+        return state[0] + sign * self.half_length(state)
 
     def observables(self, f, t, state, U, lr, data, w_gd):
-        X, Y = state
+        X, a, u = state
+        Y = self.half_length(state)
         l_sym = 0.5 * (f(X + Y, data) + f(X - Y, data))
         return {
             "predicted_loss": l_sym,
-            "rod_length": jnp.linalg.norm(Y),
+            "rod_length": jnp.exp(a),
             "oscillation_u1": jnp.vdot(U[:, 0], Y) ** 2,
         }
+
+    def describe(self):
+        out = super().describe()
+        out["floor"] = "eps" if self.floor is None else str(self.floor)
+        out["amplitude_rate"] = self.amplitude_rate
+        out["modified_equation"] = str(self.modified_equation)
+        return out

@@ -1,0 +1,88 @@
+"""A vector carried as a log-amplitude and a unit direction, with a floor at the dtype's resolution.
+
+Rod flow's half-length Y (and a later Edge Flow's magnitude along its eigen-direction)
+decays like exp(−∫(2 − ηS) dt) below the edge of stability: far below any dtype's
+resolution long before the onset. Stored as a vector it underflows, and once it is under
+half an ulp of the centre X, X ± Y rounds to X and its direction is lost for good. Stored
+as Y = e^a u with |u| = 1, neither happens: a is an ordinary number and u keeps its
+direction at any size. These helpers hold what such flows share: the growth rate of a,
+its smooth floor, the probe distance at which a difference of gradients still resolves
+a Hessian-vector product, and the start from a vector.
+"""
+
+from typing import Literal
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Scalar
+
+AmplitudeRate = Literal["map", "linear"]
+
+
+def unit(u: Float[Array, " n"]) -> tuple[Float[Array, " n"], Scalar]:
+    """u/|u| and |u|. The field normalises u before use, so solver drift in |u| is harmless."""
+    norm = jnp.linalg.norm(u)
+    return u / norm, norm
+
+
+def growth_rate(r: Scalar, kind: AmplitudeRate) -> Scalar:
+    """d(log-amplitude)/dt from the linear rate r = uᵀ(ηH̃ − 2)u of the rod's Y.
+
+    "linear": r itself, the first-order rod (ẏ = ry).
+    "map": ln(1 + r), the exact rate per step of GD's period-2 map along an eigenvector,
+    whose multiplier is |1 − ηλ| = 1 + r. Both vanish at r = 0, so the threshold ηλ = 2 is
+    the same. ln(1 + r) is continued linearly below r = −½ (C¹), where GD's component is
+    not an oscillation any more and only the floor matters.
+    """
+    if kind == "linear":
+        return r
+    r0 = -0.5
+    return jnp.where(r > r0, jnp.log1p(jnp.maximum(r, r0)), jnp.log1p(r0) + (r - r0) / (1 + r0))
+
+
+def floored_rate(rate: Scalar, a: Scalar, a_floor: Scalar | None) -> Scalar:
+    """ȧ with a smooth floor at a_floor: ȧ = ρ + max(−ρ, 0)·φ(a_floor − a).
+
+    φ(z) = e^z for z ≤ 0 and 1 + z above (C¹). Where the amplitude decays (ρ < 0), ȧ =
+    ρ(1 − e^{−(a − a_floor)}) above the floor: it settles on the floor instead of
+    vanishing, and is pushed back up at a rate |ρ|·(a_floor − a) if it falls below. Where it
+    grows (ρ > 0) the floor does nothing: growth starts from the floor at exactly the
+    model's rate. In terms of |Y| = e^a, d|Y|/dt = ρ|Y| + max(−ρ, 0)·|Y_floor| near the
+    floor: a source that mirrors GD's rounding. No switch, so adaptive solvers do not chatter.
+    """
+    if a_floor is None:
+        return rate
+    z = a_floor - a
+    phi = jnp.where(z <= 0, jnp.exp(jnp.minimum(z, 0)), 1 + z)
+    return rate + jnp.maximum(-rate, 0) * phi
+
+
+def log_floor(rel_floor: Scalar, X: Float[Array, " n"], amplitude: Scalar) -> Scalar:
+    """log of the floor rel_floor·‖w‖, w = X ± Y the iterate (GD rounds at the iterate's scale)."""
+    tiny = jnp.finfo(X.dtype).tiny
+    scale = jnp.sqrt(jnp.sum(X**2) + amplitude**2 + tiny)
+    return jnp.log(rel_floor) + jnp.log(scale)
+
+
+def probe_distance(amplitude: Scalar, X: Float[Array, " n"]) -> Scalar:
+    """Where to take the pair of gradients along u: smoothmax(|Y|, √ε·‖X‖).
+
+    (∇L(X + δu) − ∇L(X − δu))/(2δ) is H(X)u with truncation error O(δ²) and rounding
+    error O(ε/δ) relative, both about ε at δ = √ε·‖X‖ (√ε: 1.5e-8 in float64, 3.5e-4 in
+    float32). Above it the pair is the rod's own (δ ≈ |Y|); below it the pair is a
+    central difference that resolves the HVP at the same cost, with no branch.
+    """
+    eps = jnp.finfo(X.dtype).eps
+    tiny = jnp.finfo(X.dtype).tiny
+    d_min = jnp.sqrt(eps) * (jnp.linalg.norm(X) + jnp.sqrt(tiny))
+    return jnp.sqrt(amplitude**2 + d_min**2)
+
+
+def from_vector(
+    Y: Float[Array, " n"], fallback: Float[Array, " n"], log_min: Scalar
+) -> tuple[Scalar, Float[Array, " n"]]:
+    """(a, u) with Y = e^a u; where |Y| = 0, u = fallback/|fallback| and a = log_min."""
+    norm = jnp.linalg.norm(Y)
+    safe = norm > 0
+    u = jnp.where(safe, Y / jnp.where(safe, norm, 1), fallback / jnp.linalg.norm(fallback))
+    a = jnp.where(safe, jnp.log(jnp.where(safe, norm, 1)), log_min)
+    return a, u
