@@ -1,5 +1,6 @@
 """`simulate`: run GD and its flows from the same start and return one Dataset."""
 
+import functools
 import hashlib
 import os
 import warnings
@@ -23,11 +24,13 @@ from .flows import (
     RodFlow,
 )
 
-FLOWS: dict[str, type[AbstractProcess]] = {
+FLOWS: dict[str, Callable[[], AbstractProcess]] = {
     "gd": GradientDescent,
     "gradient": GradientFlow,
     "central": CentralFlow,
     "rod": RodFlow,
+    "gradient_me": functools.partial(GradientFlow, modified_equation=True),
+    "rod_me": functools.partial(RodFlow, modified_equation=True),
 }
 
 # Central flow's `gd_variance`: GD's squared deviation along Σ's eigenvectors, averaged

@@ -50,13 +50,12 @@ class GradientFlow(AbstractFlow):
         # A JVP of −η∇L − (η²/2)H∇L along v: Hv, H(Hv) and ∇³L[∇L, v] (one third).
         return 2 if self.modified_equation else 1
 
-    def _counts(self, sol: diffrax.Solution) -> OracleCounts:
-        counts = super()._counts(sol)
+    def counts(self, y1, n_evals, n_jvps):
+        counts = super().counts(y1, n_evals, n_jvps)
         if not self.modified_equation:
             return counts
-        n_eval = counts.n_grad // self.grads_per_eval
-        n_jvp = counts.n_hvp // self.hvps_per_jvp
-        return OracleCounts(counts.n_grad, counts.n_hvp + n_eval, n_jvp)
+        # Each evaluation takes one HVP more; each JVP one third derivative more.
+        return OracleCounts(counts.n_grad, counts.n_hvp + n_evals, n_jvps)
 
     def init(self, f, w0, lr, data):
         return w0

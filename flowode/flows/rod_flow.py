@@ -152,13 +152,12 @@ class RodFlow(AbstractFlow):
         # H±H±· (two HVPs and two third-derivative contractions more).
         return 4 if self.modified_equation else 2
 
-    def _counts(self, sol: diffrax.Solution) -> OracleCounts:
-        counts = super()._counts(sol)
+    def counts(self, y1, n_evals, n_jvps):
+        counts = super().counts(y1, n_evals, n_jvps)
         if not self.modified_equation:
             return counts
-        n_eval = counts.n_grad // self.grads_per_eval
-        n_jvp = counts.n_hvp // self.hvps_per_jvp
-        return OracleCounts(counts.n_grad, counts.n_hvp + 2 * n_eval, 2 * n_jvp)
+        # Each evaluation linearises the pair: two HVPs; each JVP two thirds more.
+        return OracleCounts(counts.n_grad, counts.n_hvp + 2 * n_evals, 2 * n_jvps)
 
     def _log_floor(self, X, amplitude):
         if self.floor == 0:
