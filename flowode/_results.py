@@ -40,7 +40,10 @@ DESCRIPTIONS = {
     "n_grad": "gradient evaluations of the process's dynamics",
     "n_hvp": "Hessian-vector products of the process's dynamics",
     "n_third": "third-derivative contractions of the process's dynamics",
-    "wall_time": "seconds of the compiled run, compilation excluded",
+    "n_hvp_observe": "Hessian-vector products spent observing eigenvalues (not dynamics)",
+    "n_eig_fallback": "observed steps whose warm-started Ritz step went on to a full solve",
+    "wall_time": "seconds of the whole compiled run (every process in one program), "
+    "compilation excluded",
     "compile_time": "seconds spent compiling the run (0 when the program was cached)",
     "diverged_at": "first step with a non-finite state, -1 if none",
     "predicted_grad_norm": "central: sqrt(|grad L|^2 + <U^T H^2 U, X>) (GD's RMS grad norm)",
