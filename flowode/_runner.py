@@ -232,16 +232,25 @@ def start_run(settings: Settings, f: FlatLoss, w0, lr, data) -> RunState:
 # -- compile time, as JAX reports it ---------------------------------------------------
 
 _compile = threading.local()
-_EVENTS = (
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/jaxpr_to_mlir_module_duration",
-    "/jax/core/compile/backend_compile_duration",
-)
 
 
 def _listen(event: str, duration: float, **kwargs):
-    if event in _EVENTS and getattr(_compile, "active", False):
-        _compile.seconds += duration
+    # Tracing nests (a jitted function traces the jitted functions it calls, each
+    # reporting its own duration), so only the trace just before a lowering counts:
+    # that is the outermost one, of the program being compiled.
+    if not getattr(_compile, "active", False):
+        return
+    if event == "/jax/core/compile/jaxpr_trace_duration":
+        _compile.last_trace = duration
+    elif event == "/jax/core/compile/jaxpr_to_mlir_module_duration":
+        _compile.seconds += duration + getattr(_compile, "last_trace", 0.0)
+        _compile.last_trace, _compile.lowered = 0.0, True
+    elif event == "/jax/core/compile/backend_compile_duration":
+        # Only the compile of a program just lowered: small eager computations compile
+        # inside a trace, whose duration is already counted.
+        if getattr(_compile, "lowered", False):
+            _compile.seconds += duration
+        _compile.lowered = False
 
 
 jax.monitoring.register_event_duration_secs_listener(_listen)
@@ -249,7 +258,8 @@ jax.monitoring.register_event_duration_secs_listener(_listen)
 
 def timed(fn, *args) -> tuple[Any, float, float]:
     """(fn(*args) ready, wall seconds excluding compilation, compilation seconds)."""
-    _compile.active, _compile.seconds = True, 0.0
+    _compile.active, _compile.seconds, _compile.last_trace = True, 0.0, 0.0
+    _compile.lowered = False
     try:
         start_time = time.perf_counter()
         out = jax.block_until_ready(fn(*args))
