@@ -1,11 +1,12 @@
-"""One GD step of an ODE at a time, with diffrax's solver and controller state carried.
+"""An ODE solved one GD step at a time, with diffrax's solver and controller state carried.
 
 `diffeqsolve` starts every solve afresh: a new first step size, a new FSAL evaluation,
-a controller with no history. A run that is cut into GD steps (observed after each)
-and chunks (written after each) must not depend on where it is cut, so flowode drives
-diffrax's own `solver.step` and `controller.adapt_step_size` in a loop of its own and
-keeps everything they need to go on in `SolverCarry`. Steps are clipped at every
-integer time, so the solution at step k does not depend on how the run is chunked.
+a controller with no history. A run that is observed after every GD step and written
+after every chunk must not depend on where it is cut, so flowode drives diffrax's own
+`solver.step` and `controller.adapt_step_size` in a loop of its own and keeps all they
+need to go on in `SolverCarry`. Steps are as long as the controller allows, also across
+GD steps; the state at each integer time comes from the solver's dense output. The
+solution at step k therefore does not depend on how the run is chunked.
 """
 
 import diffrax
@@ -18,14 +19,28 @@ from jaxtyping import Array, Bool, Float, Int, PyTree, Scalar
 from ._codes import RESULTS
 
 
-class SolverCarry(eqx.Module):
-    """Everything an ODE solve needs to continue: state, solver and controller state."""
+class LastStep(eqx.Module):
+    """The last accepted step, for dense output at times it spans."""
 
+    t0: Float[Array, ""]
+    t1: Float[Array, ""]
+    dense_info: PyTree[Array]
+
+
+class SolverCarry(eqx.Module):
+    """Everything an ODE solve needs to continue: state, solver and controller state.
+
+    Times are local to the current GD step (it starts at 0): the solver may have stepped
+    past its end, and `last` interpolates the state there.
+    """
+
+    t: Float[Array, ""]
     y: PyTree[Array]
     solver_state: PyTree
     controller_state: PyTree
     dt: Float[Array, ""]  # the step size to try next
     made_jump: Bool[Array, ""]
+    last: LastStep
 
 
 class StepStats(eqx.Module):
@@ -73,7 +88,13 @@ def start(
         n_evals += 1  # the first-same-as-last evaluation
     zero = jnp.asarray(0, jnp.int32)
     stats = StepStats(jnp.asarray(n_evals, jnp.int32), jnp.asarray(n_jvps, jnp.int32), zero, zero)
-    return SolverCarry(y0, solver_state, controller_state, dt, jnp.asarray(False)), stats
+    dense_shape = jax.eval_shape(
+        lambda: solver.step(term, t0, t0 + dt, y0, args, solver_state, False)[2]
+    )
+    dense = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), dense_shape)
+    last = LastStep(t0, t0, dense)
+    carry = SolverCarry(t0, y0, solver_state, controller_state, dt, jnp.asarray(False), last)
+    return carry, stats
 
 
 def integrate(
@@ -81,33 +102,36 @@ def integrate(
     controller: diffrax.AbstractStepSizeController,
     term: diffrax.AbstractTerm,
     carry: SolverCarry,
-    t0: Scalar,
     t1: Scalar,
     args: PyTree,
     *,
-    max_steps: int,
+    max_steps: Int[Array, ""] | int,
     failed=None,
-) -> tuple[SolverCarry, StepStats, RESULTS]:
-    """Advance `carry` from t0 to t1 with adaptive (or constant) steps clipped at t1.
+) -> tuple[SolverCarry, PyTree[Array], StepStats, RESULTS]:
+    """Step `carry` until its time reaches t1; (carry, y(t1), work, result).
 
-    `failed(y) -> bool` stops the solve after an accepted step (result `diverged`).
-    At most `max_steps` steps are tried; then the result is `max_steps_reached`.
+    Steps are as long as the controller allows; the last one may end past t1, and y(t1)
+    comes from the solver's dense output. A step that would end within 100 ulp of t1
+    ends at t1 (so a constant step that divides 1 lands on every GD step).
+    `failed(y) -> bool` stops the solve after an accepted step (result `diverged`); at
+    most `max_steps` steps are tried (result `max_steps_reached`).
     """
     dtype = carry.dt.dtype
-    t0, t1 = jnp.asarray(t0, dtype), jnp.asarray(t1, dtype)
+    t1 = jnp.asarray(t1, dtype)
     error_order = solver.error_order(term)
     per_step = _evals_per_step(solver)
     counts_state = hasattr(carry.solver_state, "n_evals")  # flowode's RKC2 counts exactly
-    clip_floor = t1 - 100 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(t1), 1)
+    snap = 100 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(t1), 1)
 
     def cond(state):
-        t, c, stats, result = state
-        return (t < t1) & (result == RESULTS.successful) & (stats.n_steps < max_steps)
+        c, stats, result = state
+        return (c.t < t1) & (result == RESULTS.successful) & (stats.n_steps < max_steps)
 
     def body(state):
-        t, c, stats, result = state
-        t_next = jnp.where(t + c.dt >= clip_floor, t1, t + c.dt)
-        y1, y_err, _, solver_state, solver_result = solver.step(
+        c, stats, result = state
+        t = c.t
+        t_next = jnp.where(jnp.abs(t + c.dt - t1) <= snap, t1, t + c.dt)
+        y1, y_err, dense, solver_state, solver_result = solver.step(
             term, t, t_next, c.y, args, c.solver_state, c.made_jump
         )
         keep, next_t0, next_t1, made_jump, controller_state, ctrl_result = (
@@ -115,10 +139,10 @@ def integrate(
                 t, t_next, c.y, y1, args, y_err, error_order, c.controller_state
             )
         )
-        proposal = (next_t1 - next_t0).astype(dtype)
-        # A step clipped at t1 says nothing about the step size the solution allows.
-        clipped = t_next < t + c.dt
-        dt = jnp.where(keep & clipped, jnp.maximum(proposal, c.dt), proposal)
+        dt = (next_t1 - next_t0).astype(dtype)
+        # A step snapped to t1 says nothing about the step size the solution allows.
+        snapped = t_next < t + c.dt
+        dt = jnp.where(keep & snapped, jnp.maximum(dt, c.dt), dt)
         if counts_state:
             evals = solver_state.n_evals - c.solver_state.n_evals
             jvps = solver_state.n_jvps - c.solver_state.n_jvps
@@ -127,11 +151,13 @@ def integrate(
         keep_tree = lambda a, b: jax.tree_util.tree_map(lambda x, z: jnp.where(keep, x, z), a, b)
         y = keep_tree(y1, c.y)
         new = SolverCarry(
+            jnp.where(keep, t_next, t).astype(dtype),
             y,
             keep_tree(solver_state, c.solver_state),
             controller_state,
             dt,
             jnp.where(keep, jnp.asarray(made_jump), c.made_jump),
+            keep_tree(LastStep(t, t_next, dense), c.last),
         )
         stats = StepStats(
             stats.n_evals + evals,
@@ -145,12 +171,25 @@ def integrate(
             result = RESULTS.where(
                 keep & failed(y) & (result == RESULTS.successful), RESULTS.diverged, result
             )
-        return jnp.where(keep, next_t0, t).astype(dtype), new, stats, result
+        return new, stats, result
 
     zero = jnp.asarray(0, jnp.int32)
-    init = (t0, carry, StepStats(zero, zero, zero, zero), RESULTS.successful)
-    t, carry, stats, result = lax.while_loop(cond, body, init)
+    init = (carry, StepStats(zero, zero, zero, zero), RESULTS.successful)
+    carry, stats, result = lax.while_loop(cond, body, init)
     result = RESULTS.where(
-        (t < t1) & (result == RESULTS.successful), RESULTS.max_steps_reached, result
+        (carry.t < t1) & (result == RESULTS.successful), RESULTS.max_steps_reached, result
     )
-    return carry, stats, result
+    last = carry.last
+
+    def interpolate(_):
+        return solver.interpolation_cls(t0=last.t0, t1=last.t1, **last.dense_info).evaluate(t1)
+
+    past = carry.t > t1
+    y_at = lax.cond(past, interpolate, lambda _: carry.y, None)
+    return carry, y_at, stats, result
+
+
+def shift(carry: SolverCarry, by: Scalar) -> SolverCarry:
+    """The same carry with local time moved back by `by` (the next GD step starts at 0)."""
+    last = LastStep(carry.last.t0 - by, carry.last.t1 - by, carry.last.dense_info)
+    return eqx.tree_at(lambda c: (c.t, c.last), carry, (carry.t - by, last))

@@ -120,8 +120,10 @@ def _tree_norm(y: State) -> Array:
 
 
 class FlowCarry(eqx.Module):
-    """An ODE flow's carry: the solver's carry and the blow-up bound on the state's size."""
+    """An ODE flow's carry: its state at the current GD step, the solver's carry (which
+    may be ahead of it), the blow-up bound and the solver steps taken so far."""
 
+    y: PyTree[Array]
     solve: SolverCarry
     bound: Float[Array, ""]
     steps_taken: Int[Array, ""]  # solver steps so far, for the step budget
@@ -130,9 +132,10 @@ class FlowCarry(eqx.Module):
 class AbstractFlow(AbstractProcess):
     """An ODE dy/dt = F(y) in GD-step time, integrated by a diffrax solver step by step.
 
-    Subclasses give the state (`init`), the vector field and the centre. Each GD step is
-    one solve from k to k + 1 that carries the solver's and controller's state on, so
-    adaptive steps stay as long as they were and results do not depend on chunking. The
+    Subclasses give the state (`init`), the vector field and the centre. Each GD step
+    advances the solve to k + 1 with the solver's and controller's state carried on, so
+    adaptive steps stay as long as they were (they may span GD steps: the state at k + 1
+    is then the solver's dense output) and results do not depend on chunking. The
     solve stops, without raising, once the state is non-finite or grows past `blowup`
     times its start (result `diverged`); the states after that are non-finite.
     """
@@ -205,20 +208,16 @@ class AbstractFlow(AbstractProcess):
     def start(self, f, w0, lr, data):
         y0 = self.init(f, w0, lr, data)
         dtype = w0.dtype
+        term = self._term(f, jnp.zeros((), dtype))
         solve, stats = _integrate.start(
-            self.solver,
-            self.stepsize_controller,
-            self._term(f, jnp.zeros((), dtype)),
-            self.restart(y0),
-            (lr, data),
-            self.dt0,
+            self.solver, self.stepsize_controller, term, self.restart(y0), (lr, data), self.dt0
         )
         solve = eqx.tree_at(lambda s: s.y, solve, y0)
         bound = jnp.asarray(self.blowup * (1.0 + self.size(y0)), dtype)
         counts = self.counts(y0, stats.n_evals, stats.n_jvps)
         init = self.init_counts(y0)
         counts = OracleCounts(*(a + b for a, b in zip(counts, init, strict=True)))
-        return FlowCarry(solve, bound, jnp.asarray(0, jnp.int32)), counts
+        return FlowCarry(y0, solve, bound, jnp.asarray(0, jnp.int32)), counts
 
     def advance(self, f, carry, lr, data, k):
         dtype = carry.bound.dtype
@@ -227,12 +226,11 @@ class AbstractFlow(AbstractProcess):
         def failed(y):
             return jnp.logical_not(_is_finite_tree(y)) | (self.size(y) > carry.bound)
 
-        solve, stats, result = _integrate.integrate(
+        solve, y, stats, result = _integrate.integrate(
             self.solver,
             self.stepsize_controller,
             self._term(f, jnp.asarray(k, dtype)),
             solve,
-            0.0,
             1.0,
             (lr, data),
             max_steps=self._max_steps(k) - carry.steps_taken,
@@ -241,11 +239,12 @@ class AbstractFlow(AbstractProcess):
         result = self.explain(solve.y, result)
         # Past a failure the state is not a solution: make it non-finite from here on.
         bad = result != RESULTS.successful
-        y = jax.tree_util.tree_map(lambda x: jnp.where(bad, jnp.nan, x), solve.y)
-        solve = eqx.tree_at(lambda s: s.y, solve, y)
-        counts = self.counts(y, stats.n_evals, stats.n_jvps)
+        nan = lambda tree: jax.tree_util.tree_map(lambda x: jnp.where(bad, jnp.nan, x), tree)
+        y = nan(y)
+        solve = _integrate.shift(eqx.tree_at(lambda s: s.y, solve, nan(solve.y)), 1.0)
+        counts = self.counts(solve.y, stats.n_evals, stats.n_jvps)
         taken = carry.steps_taken + stats.n_steps
-        return FlowCarry(solve, carry.bound, taken), counts, result
+        return FlowCarry(y, solve, carry.bound, taken), counts, result
 
     def _max_steps(self, k: Int[Array, ""]) -> Int[Array, ""]:
         """The step budget up to GD step k + 1: on average `max_steps_per_gd_step`."""
@@ -254,7 +253,7 @@ class AbstractFlow(AbstractProcess):
         return (k + 1) * self.max_steps_per_gd_step + 1000
 
     def state(self, carry):
-        return carry.solve.y
+        return carry.y
 
     def describe(self):
         ctrl = self.stepsize_controller
