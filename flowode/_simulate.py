@@ -279,14 +279,14 @@ class _Progress:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=steps, initial=done, unit="step", desc="flowode")
-        self.done = done
+        self.done, self.steps = done, steps
 
     def update(self, done: int):
         if self.bar is not None:
             self.bar.update(done - self.done)
         self.done = done
         if self.call is not None:
-            self.call(done, self.bar.total if self.bar is not None else None)
+            self.call(done, self.steps)
 
     def close(self):
         if self.bar is not None:
