@@ -20,17 +20,15 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, Int, PyTree, Scalar
 
 from ._codes import RESULTS
 from ._observe import observe_eigs
-from ._spectral import FlatLoss, OracleCounts, initial_basis
+from ._spectral import FlatLoss, initial_basis
 from .flows import AbstractProcess
 from .flows.gradient_descent import midpoint
 
-COUNTS = ("n_grad", "n_hvp", "n_third")
 _OK, _DIVERGED = int(RESULTS.successful._value), int(RESULTS.diverged._value)
 
 
@@ -267,7 +265,3 @@ def timed(fn, *args) -> tuple[Any, float, float]:
     finally:
         _compile.active = False
     return out, max(wall - _compile.seconds, 0.0), _compile.seconds
-
-
-def counts_of(ps: ProcessState) -> OracleCounts:
-    return OracleCounts(*(int(c) for c in np.asarray(ps.counts)))

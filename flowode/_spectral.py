@@ -10,7 +10,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.experimental.sparse.linalg import lobpcg_standard
 from jaxtyping import Array, Float, Int, PyTree
 
@@ -153,35 +152,3 @@ def ritz_residual(theta, U, HU) -> Float[Array, " k"]:
     """‖Hu − θu‖ per Ritz pair, relative to |θ₁|."""
     scale = jnp.maximum(jnp.abs(theta[0]), jnp.finfo(U.dtype).tiny)
     return jnp.linalg.norm(HU - U * theta, axis=0) / scale
-
-
-def converge_eigs(
-    f: FlatLoss,
-    w: Float[Array, " n"],
-    U: Float[Array, "n k"],
-    data: PyTree = None,
-    *,
-    tol: float,
-    max_iters: int = 200,
-) -> tuple[Float[Array, " k"], Float[Array, "n k"], Int[Array, ""]]:
-    """Top-k eigenpairs: Rayleigh–Ritz steps from U until every relative residual ≤ tol.
-
-    A full solve built from the same step as `refine_eigs` (k HVPs per step), so it
-    compiles small; (θ desc, U, HVPs spent).
-    """
-    n, k = U.shape
-    if use_dense(n, 2 * k):
-        theta, U = _dense_top(f, w, k, data)
-        return theta, U, jnp.asarray(n, jnp.int32)
-    theta, U, HU = _ritz_start(f, w, U, data)
-
-    def cond(c):
-        i, theta, U, HU = c
-        return (i < max_iters) & ~jnp.all(ritz_residual(theta, U, HU) <= tol)
-
-    def body(c):
-        i, theta, U, HU = c
-        return (i + 1, *_ritz_step(f, w, theta, U, HU, data))
-
-    i, theta, U, _ = lax.while_loop(cond, body, (jnp.asarray(0, jnp.int32), theta, U, HU))
-    return theta, U, k * (1 + i)
