@@ -2,9 +2,14 @@
 
 The file is netCDF4 (HDF5, through h5netcdf) with an unlimited `step` dimension. After
 every chunk it is opened, extended, written and closed, so a killed run leaves a
-readable file with every completed chunk. Its group `checkpoint` holds what each
-process needs to go on (its carry and its eigen-solver's warm start); the attribute
-`completed_steps`, written last, says how far the file is complete.
+readable file with every completed chunk. The attribute `completed_steps`, metadata that
+HDF5 writes when the file is closed, says how far the file is complete.
+
+What the run needs to go on (the flattened `RunState`) is kept in two slots, the groups
+`checkpoint0` and `checkpoint1`, each tagged with the step it belongs to. An append
+overwrites the slot that does not hold the completed step, so a writer killed inside an
+append (its new checkpoint data on disk, its `completed_steps` not) leaves the slot that
+matches `completed_steps` intact, and resume reads that one.
 """
 
 import os
@@ -15,7 +20,8 @@ import numpy as np
 
 from ._results import COST_VARS, DESCRIPTIONS, INT_VARS, PARAM_VARS, eig_width
 
-CHECKPOINT = "checkpoint"
+SLOTS = ("checkpoint0", "checkpoint1")
+SLOT_STEP = "slot_step"  # the completed step a slot belongs to
 
 
 def _dims(name: str, value: np.ndarray) -> tuple[str, ...]:
@@ -100,17 +106,32 @@ def append(
                 else:
                     index = (i, slice(start, stop), *(slice(0, s) for s in value.shape[1:]))
                     var[index] = value
-        group = f.groups[CHECKPOINT] if CHECKPOINT in f.groups else f.create_group(CHECKPOINT)
+        group = _free_slot(f)
         for name, value in checkpoint.items():
-            value = np.asarray(value)
-            if name not in group.variables:
-                dims = tuple(f"{name}_{d}" for d in range(value.ndim))
-                for d, size in zip(dims, value.shape, strict=True):
-                    group.dimensions[d] = size
-                group.create_variable(name, dims, dtype=value.dtype)
-            group.variables[name][...] = value
+            _put(group, name, np.asarray(value))
+        _put(group, SLOT_STEP, np.asarray(completed, np.int64))  # after the data it tags
         f.attrs.update(attrs)
         f.attrs["completed_steps"] = completed  # last: the file is complete up to here
+
+
+def _free_slot(f):
+    """The checkpoint group that does not hold the file's completed step (made if missing)."""
+    done = f.attrs.get("completed_steps")
+    for name in SLOTS:
+        if name not in f.groups:
+            return f.create_group(name)
+        if done is None or int(f.groups[name].variables[SLOT_STEP][...]) != int(done):
+            return f.groups[name]
+    raise AssertionError("two checkpoint slots hold the same step")  # appends never do this
+
+
+def _put(group, name: str, value: np.ndarray):
+    if name not in group.variables:
+        dims = tuple(f"{name}_{d}" for d in range(value.ndim))
+        for d, size in zip(dims, value.shape, strict=True):
+            group.dimensions[d] = size
+        group.create_variable(name, dims, dtype=value.dtype)
+    group.variables[name][...] = value
 
 
 def write_variable(path, name: str, value: np.ndarray, attrs: dict):
@@ -133,13 +154,25 @@ def read(path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
         raise ValueError(f"{os.fspath(path)!r} is not a readable run file ({e}).") from None
     with f:
         attrs = dict(f.attrs)
-        if "completed_steps" not in attrs or CHECKPOINT not in f.groups:
+        slot = _completed_slot(f, attrs)
+        if slot is None:
             raise ValueError(
                 f"{os.fspath(path)!r} has no checkpoint: it was not written by "
                 "simulate(out=...) or flowode run -o, so it cannot be resumed."
             )
         costs = {name: f.variables[name][:] for name in COST_VARS if name in f.variables}
-        group = f.groups[CHECKPOINT]
-        checkpoint = {name: var[...] for name, var in group.variables.items()}
+        checkpoint = {n: v[...] for n, v in slot.variables.items() if n != SLOT_STEP}
         costs["flow"] = _labels(f)
     return attrs, costs, checkpoint
+
+
+def _completed_slot(f, attrs):
+    """The checkpoint group tagged with the file's `completed_steps`, or None."""
+    if "completed_steps" not in attrs:
+        return None
+    for name in SLOTS:
+        if name in f.groups and SLOT_STEP in f.groups[name].variables:
+            group = f.groups[name]
+            if int(group.variables[SLOT_STEP][...]) == int(attrs["completed_steps"]):
+                return group
+    return None

@@ -1,7 +1,9 @@
-"""A run file killed at random moments, appends included, keeps a consistent prefix.
+"""A run file killed at random moments, appends included, keeps a consistent prefix and
+resumes to the uninterrupted run.
 
 Each append opens the file, writes and closes it; HDF5 writes its metadata at close, so a
-writer killed inside an append leaves the file as the last append closed it.
+writer killed inside an append leaves the file as the last append closed it, except for
+data written in place (the checkpoint), which is why the checkpoint has two slots.
 """
 
 import signal
@@ -55,4 +57,11 @@ def test_writer_killed_at_random_moments_leaves_a_consistent_prefix(tmp_path):
             np.testing.assert_array_equal(
                 part[name].values, whole[name].isel(step=slice(0, done + 1)).values, name
             )
+        if i < 5:  # resuming a killed file gives the uninterrupted run
+            resumed = fo.simulate(
+                fo.problems.softening_quartic(), **SETTINGS, out=path, resume=True
+            )
+            for name in ("loss", "params", "iterates", "rod_length"):
+                np.testing.assert_array_equal(resumed[name].values, whole[name].values, name)
+            resumed.close()
     assert len(set(completed)) > 5, completed  # the kills did land at many moments
