@@ -25,3 +25,11 @@ from .flows import (
     GradientFlow as GradientFlow,
     RodFlow as RodFlow,
 )
+from .optimisers import (
+    GD as GD,
+    AbstractOptimiser as AbstractOptimiser,
+    Adam as Adam,
+    HeavyBall as HeavyBall,
+    Nesterov as Nesterov,
+    RMSProp as RMSProp,
+)

@@ -33,6 +33,7 @@ def observe_eigs(
     ritz_iters: int,
     fallback_tol: float,
     max_iters: int = 200,
+    scales: Float[Array, "m n"] | None = None,
 ) -> EigObservation:
     """Top-k eigenvalues at m points from their warm starts U, if `due`.
 
@@ -41,13 +42,30 @@ def observe_eigs(
     is below a tenth of that (a full solve, counted in `fell_back`). The points are
     observed together in one vmapped loop, so the solver is compiled once however many
     processes there are. Non-finite points give NaN and keep their warm start.
+
+    `scales` s (one per point) gives the eigenvalues of diag(s) H diag(s) instead: the
+    Hessian of z ↦ L(s ⊙ z) at z = w/s. With s = √P⁻¹ these are the preconditioned
+    sharpnesses λ(P⁻¹H) of an adaptive optimiser.
     """
     m, n, k = U.shape
     dtype = points.dtype
-    finite = jnp.all(jnp.isfinite(points), axis=1)  # (m,)
+    if scales is None:
+        scales = jnp.ones_like(points)
+        scaled = False
+    else:
+        scaled = True
+    finite = jnp.all(jnp.isfinite(points), axis=1) & jnp.all(jnp.isfinite(scales), axis=1)
     points = jnp.where(finite[:, None], points, 0)  # no NaN enters a solve
+    scales = jnp.where(finite[:, None], scales, 1)
 
-    def one(w, U):
+    def one(w, U, s):
+        if scaled:  # the Hessian of z ↦ L(s ⊙ z) at z = w/s
+            f_s, w = (lambda z, d: f(s * z, d)), w / s
+        else:
+            f_s = f
+        return _solve(f_s, w, U)
+
+    def _solve(f, w, U):
         if use_dense(n, 2 * k):
             theta, V = _dense_top(f, w, k, data)
             return theta, V, jnp.asarray(n, jnp.int32), jnp.asarray(False)
@@ -68,7 +86,7 @@ def observe_eigs(
         return theta, V, k * (1 + i), i > ritz_iters
 
     def solve(U):
-        theta, V, n_hvp, fell_back = jax.vmap(one)(points, U)
+        theta, V, n_hvp, fell_back = jax.vmap(one)(points, U, scales)
         ok = finite & jnp.all(jnp.isfinite(V), axis=(1, 2))
         eigs = jnp.where(ok[:, None], theta, jnp.nan)
         V = jnp.where(ok[:, None, None], V, U)

@@ -31,6 +31,8 @@ DESCRIPTIONS = {
     "loss": "L at the process's own point (GD iterate, flow state, rod centre)",
     "predicted_loss": "the process's prediction of time-averaged GD loss",
     "sharpness": "largest Hessian eigenvalue at the process's point (not times lr)",
+    "effective_sharpness": "λ₁(P⁻¹H), the optimiser's preconditioned sharpness (ηS for GD); "
+    "its edge of stability is the attribute `threshold`",
     "eigs": "top Hessian eigenvalues at the process's point",
     "grad_norm": "gradient norm at the process's point",
     "distance_to_gd": "||w_GD(k) - predicted GD iterate(k)||",

@@ -21,13 +21,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jaxtyping import Array, Float, Int, PyTree, Scalar
+from jaxtyping import Array, Float, Int, PyTree
 
 from ._codes import RESULTS
 from ._observe import observe_eigs
 from ._spectral import FlatLoss, initial_basis
 from .flows import AbstractProcess
 from .flows.gradient_descent import midpoint
+from .optimisers import AbstractOptimiser
 
 _OK, _DIVERGED = int(RESULTS.successful._value), int(RESULTS.diverged._value)
 
@@ -65,6 +66,8 @@ class Tracks(eqx.Module):
     basis: Float[Array, "labels 2 n k"]
     n_hvp: Int[Array, " labels"]  # HVPs spent observing
     n_fallback: Int[Array, " labels"]  # observed steps that needed a full eigen-solve
+    # The top eigenvector of P⁻¹H, for an optimiser with a diagonal preconditioner.
+    pbasis: Float[Array, "labels 2 n 1"] | None = None
 
 
 class RunState(eqx.Module):
@@ -77,27 +80,40 @@ def _int(x) -> Array:
     return jnp.asarray(x, jnp.int32)
 
 
-def start(settings: Settings, f: FlatLoss, w0: Float[Array, " n"], lr: Scalar, data) -> RunState:
+def start(
+    settings: Settings, f: FlatLoss, w0: Float[Array, " n"], opt: AbstractOptimiser, data
+) -> RunState:
     """The run state at row 0: every process started, nothing observed."""
     procs = []
     for process in settings.processes:
-        carry, counts = process.start(f, w0, lr, data)
+        carry, counts = process.start(f, w0, opt, data)
         procs.append(ProcessState(carry, jnp.stack([_int(c) for c in counts]), _int(0), _int(-1)))
     L = len(settings.labels)
     U0 = initial_basis(w0.shape[0], settings.eig_k, w0.dtype)
     basis = jnp.broadcast_to(U0, (L, 2, *U0.shape))
     zeros = jnp.zeros((L,), jnp.int32)
-    return RunState(_int(0), tuple(procs), Tracks(basis, zeros, zeros))
+    pbasis = None
+    if _diagonal(opt, w0):
+        pbasis = jnp.broadcast_to(initial_basis(w0.shape[0], 1, w0.dtype), (L, 2, w0.shape[0], 1))
+    return RunState(_int(0), tuple(procs), Tracks(basis, zeros, zeros, pbasis))
+
+
+def _diagonal(opt: AbstractOptimiser, w0) -> bool:
+    """Whether P⁻¹ is a diagonal (then λ₁(P⁻¹H) needs an eigen-solve of its own)."""
+    shape = jax.eval_shape(
+        lambda: opt.inverse_preconditioner(opt.init(w0, w0), jnp.zeros((), w0.dtype))
+    ).shape
+    return len(shape) > 0
 
 
 def _finite(*xs) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs]))
 
 
-def _row(settings: Settings, f, state: RunState, lr, data, eig_every):
+def _row(settings: Settings, f, state: RunState, opt, data, eig_every):
     """Advance every process to step `state.row` and observe it: (state, records)."""
     k = state.row
-    t = k.astype(lr.dtype)
+    t = k.astype(state.tracks.basis.dtype)
     due = (k % eig_every) == 0
 
     # -- dynamics ------------------------------------------------------------------------
@@ -106,7 +122,7 @@ def _row(settings: Settings, f, state: RunState, lr, data, eig_every):
         alive = ps.result == _OK
 
         def go(ps, process=process):
-            carry, counts, result = process.advance(f, ps.carry, lr, data, k - 1)
+            carry, counts, result = process.advance(f, ps.carry, opt, data, k - 1)
             counts = ps.counts + jnp.stack([_int(c) for c in counts])
             return ProcessState(carry, counts, _int(result._value), ps.diverged_at)
 
@@ -115,7 +131,7 @@ def _row(settings: Settings, f, state: RunState, lr, data, eig_every):
     # -- observation ---------------------------------------------------------------------
     gd = procs[0]
     w_gd = gd.carry.w
-    w_mid = midpoint(gd.carry, lr, k)
+    w_mid = midpoint(gd.carry, opt, k)
     labels = settings.labels
     owners = [
         None if label == "midpoint" else settings.processes[max(i - 1, 0)]
@@ -161,19 +177,48 @@ def _row(settings: Settings, f, state: RunState, lr, data, eig_every):
     basis = state.tracks.basis.at[:, parity].set(obs.basis)
     both = (k == 0) | (eig_every % 2 == 0)
     basis = basis.at[:, 1 - parity].set(jnp.where(both, obs.basis, basis[:, 1 - parity]))
-    tracks = Tracks(
-        basis,
-        state.tracks.n_hvp + obs.n_hvp,
-        state.tracks.n_fallback + obs.fell_back.astype(jnp.int32),
-    )
+    n_hvp = state.tracks.n_hvp + obs.n_hvp
+    n_fallback = state.tracks.n_fallback + obs.fell_back.astype(jnp.int32)
+
+    # -- preconditioned sharpness λ₁(P⁻¹H) ----------------------------------------------
+    opt_states = [
+        gd.carry.opt_state if p is None else p.optimiser_state(s)
+        for p, s in zip(owners, states, strict=True)
+    ]
+    p_inv = [opt.inverse_preconditioner(s, t) for s in opt_states]
+    pbasis = state.tracks.pbasis
+    if pbasis is None:  # P⁻¹ = a scalar: λ₁(P⁻¹H) = P⁻¹·λ₁(H)
+        effective = [p * obs.eigs[i, 0] for i, p in enumerate(p_inv)]
+    else:
+        pobs = observe_eigs(
+            f,
+            jnp.stack(centers),
+            pbasis[:, parity],
+            data,
+            due,
+            ritz_iters=settings.ritz_iters,
+            fallback_tol=settings.fallback_tol,
+            scales=jnp.sqrt(jnp.stack(p_inv)),
+        )
+        effective = list(pobs.eigs[:, 0])
+        pbasis = pbasis.at[:, parity].set(pobs.basis)
+        pbasis = pbasis.at[:, 1 - parity].set(jnp.where(both, pobs.basis, pbasis[:, 1 - parity]))
+        n_hvp = n_hvp + pobs.n_hvp
+        n_fallback = n_fallback + pobs.fell_back.astype(jnp.int32)
+    tracks = Tracks(basis, n_hvp, n_fallback, pbasis)
     records = []
     for i in range(len(labels)):
-        rec = {"loss": losses[i], "grad_norm": jnp.linalg.norm(grads[i]), "eigs": obs.eigs[i]}
+        rec = {
+            "loss": losses[i],
+            "grad_norm": jnp.linalg.norm(grads[i]),
+            "eigs": obs.eigs[i],
+            "effective_sharpness": effective[i],
+        }
         if owners[i] is None:
             rec["predicted_loss"] = losses[i]
         else:
             U = obs.basis[i]
-            rec.update(owners[i].observables(f, t, states[i], U, lr, data, w_gd))
+            rec.update(owners[i].observables(f, t, states[i], U, opt, data, w_gd))
         rec["distance_to_gd"] = jnp.linalg.norm(iterates[i] - w_gd)
         rec["center_distance_to_gd"] = jnp.linalg.norm(centers[i] - w_mid)
         if settings.save_params:
@@ -199,7 +244,7 @@ def run_chunk(
     settings: Settings,
     f: FlatLoss,
     state: RunState,
-    lr: Scalar,
+    opt: AbstractOptimiser,
     data: PyTree,
     eig_every: Int[Array, ""],
     n: Int[Array, ""],
@@ -209,7 +254,7 @@ def run_chunk(
 
     Eigenvalues are observed at rows that are multiples of `eig_every` (traced).
     """
-    row = lambda s: _row(settings, f, s, lr, data, eig_every)
+    row = lambda s: _row(settings, f, s, opt, data, eig_every)
     shapes = jax.eval_shape(lambda s: row(s)[1], state)
 
     def step(state, i):
@@ -223,8 +268,8 @@ def run_chunk(
 
 
 @eqx.filter_jit
-def start_run(settings: Settings, f: FlatLoss, w0, lr, data) -> RunState:
-    return start(settings, f, w0, lr, data)
+def start_run(settings: Settings, f: FlatLoss, w0, opt, data) -> RunState:
+    return start(settings, f, w0, opt, data)
 
 
 # -- compile time, as JAX reports it ---------------------------------------------------

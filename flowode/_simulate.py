@@ -23,6 +23,7 @@ from .flows import (
     GradientFlow,
     RodFlow,
 )
+from .optimisers import GD, AbstractOptimiser, check_schedule
 
 FLOWS: dict[str, Callable[[], AbstractProcess]] = {
     "gd": GradientDescent,
@@ -43,22 +44,33 @@ SDCP_WARN = 1e-3
 FALLBACK_TOL = 1e-2
 
 
-def _resolve(flows) -> list[AbstractProcess]:
+def _resolve(flows, opt: AbstractOptimiser) -> list[AbstractProcess]:
     if isinstance(flows, str | AbstractProcess):
         flows = (flows,)
     out: list[AbstractProcess] = []
     for flow in flows:
+        if isinstance(flow, str) and flow == opt.name:
+            flow = "gd"  # the discrete reference, by the optimiser's name
         if isinstance(flow, str):
             if flow not in FLOWS:
                 raise ValueError(f"Unknown flow {flow!r}. Valid names: {', '.join(sorted(FLOWS))}.")
             flow = FLOWS[flow]()
         elif not isinstance(flow, AbstractProcess):
             raise TypeError(f"flows must hold flow names or flow objects, got {flow!r}.")
+        if isinstance(flow, GradientDescent):
+            flow = GradientDescent(name=opt.name)
         if any(p.name == flow.name for p in out):
             raise ValueError(f"Flow {flow.name!r} is given twice.")
+        if not flow.supports(opt):
+            raise ValueError(
+                f"flow {flow.name!r} models plain GD (with any lr schedule) only, not "
+                f"{type(opt).__name__}; with {type(opt).__name__} run the discrete "
+                f"optimiser and its stable flow (flows=('{opt.name}', 'gradient'))."
+            )
         out.append(flow)
     if not any(isinstance(p, GradientDescent) for p in out):
-        out.insert(0, GradientDescent())  # the reference every distance is measured to
+        # the reference every distance is measured to
+        out.insert(0, GradientDescent(name=opt.name))
     # GD runs first: other processes compare themselves with its iterates.
     return sorted(out, key=lambda p: not isinstance(p, GradientDescent))
 
@@ -79,7 +91,16 @@ def _fingerprint(problem: Problem) -> str:
 
 
 def _check_same_run(path, saved: dict, attrs: dict):
-    for key in ("problem", "fingerprint", "lr", "dtype", "flow_settings", "eig_k", "eig_every"):
+    for key in (
+        "problem",
+        "fingerprint",
+        "lr",
+        "optimizer",
+        "dtype",
+        "flow_settings",
+        "eig_k",
+        "eig_every",
+    ):
         key_saved = saved.get(key)
         if isinstance(key_saved, np.generic):
             key_saved = key_saved.item()
@@ -94,7 +115,8 @@ def _check_same_run(path, saved: dict, attrs: dict):
 def simulate(
     problem: Problem,
     *,
-    lr: float,
+    lr: float | Callable | None = None,
+    optimizer: AbstractOptimiser | None = None,
     steps: int,
     flows: Sequence[str | AbstractProcess] = ("gd", "gradient"),
     eig_k: int = 1,
@@ -106,9 +128,12 @@ def simulate(
     progress: bool | Callable[[int, int], object] | None = None,
     throw: bool = False,
 ) -> xr.Dataset:
-    """Run GD and the given flows on `problem` for `steps` GD steps at learning rate `lr`.
+    """Run an optimiser and the given flows on `problem` for `steps` steps.
 
-    Every process starts from `problem.w0`; GD always runs, as the reference. Returns a
+    `lr=η` is shorthand for `optimizer=fo.GD(η)` (η a number or a schedule of the step);
+    any other optimiser is given as `optimizer=fo.Adam(...)` and so on. Every process
+    starts from `problem.w0`; the discrete optimiser always runs, as the reference,
+    labelled with its name (`gd`, `heavy_ball`, `nesterov`, `rmsprop`, `adam`). Returns a
     Dataset with dims `flow` and `step` (0..steps), `eig` (eig_k top eigenvalues) and,
     with `save_params=True`, `param`. A process that fails does not stop the others: its
     `diverged_at` is the first non-finite step, its values before that are kept, and a
@@ -126,12 +151,7 @@ def simulate(
     """
     if not isinstance(problem, Problem):
         raise TypeError(f"simulate needs a flowode.Problem, got {type(problem).__name__}.")
-    try:
-        lr_value = float(lr)
-    except (TypeError, ValueError):
-        raise ValueError(f"lr must be a positive number, got {lr!r}.") from None
-    if not (np.isfinite(lr_value) and lr_value > 0):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}.")
+    opt = _optimiser(lr, optimizer)
     for name, value in (
         ("steps", steps),
         ("eig_k", eig_k),
@@ -154,10 +174,11 @@ def simulate(
         progress = steps >= 5000
     if not (callable(progress) or isinstance(progress, bool | np.bool_)):
         raise TypeError(f"progress must be True, False or a callable, got {progress!r}.")
-    processes = _resolve(flows)
+    processes = _resolve(flows, opt)
 
     f, w0, data = problem.flat_loss, problem.flat_w0, problem.data
-    lr_arr = jnp.asarray(lr_value, dtype=w0.dtype)
+    check_schedule(opt, int(steps), w0.dtype)
+    opt_arr = opt.astype(w0.dtype)
     settings = _runner.Settings(
         tuple(processes),
         int(eig_k),
@@ -165,7 +186,7 @@ def simulate(
         fallback_tol=FALLBACK_TOL,
     )
     labels = settings.labels
-    attrs = _attributes(problem, processes, lr_value, steps, eig_k, eig_every, chunk)
+    attrs = _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk)
     # Rows per compiled chunk. Short runs round up to a power of two, so that runs of
     # similar length share one program (the rows past the end are skipped, not computed).
     length = min(int(chunk), 1 << max(int(steps) - 1, 1).bit_length()) + 1
@@ -178,12 +199,12 @@ def simulate(
             raise ValueError(
                 f"cannot resume {os.fspath(out)!r} to {steps} steps: it already has {done}."
             )
-        like = jax.eval_shape(lambda: _runner.start(settings, f, w0, lr_arr, data))
+        like = jax.eval_shape(lambda: _runner.start(settings, f, w0, opt_arr, data))
         state = _restore(like, arrays)
         wall, compile_seconds = float(saved.get("wall_time_total", 0.0)), 0.0
     else:
         done = -1  # the last row observed
-        state, _, compile_seconds = _runner.timed(_runner.start_run, settings, f, w0, lr_arr, data)
+        state, _, compile_seconds = _runner.timed(_runner.start_run, settings, f, w0, opt_arr, data)
 
     bar = _Progress(progress, steps, max(done, 0))
     chunks: list[dict] = []  # without `out`
@@ -196,7 +217,7 @@ def simulate(
                 settings,
                 f,
                 state,
-                lr_arr,
+                opt_arr,
                 data,
                 jnp.asarray(eig_every, jnp.int32),
                 jnp.asarray(n, jnp.int32),
@@ -358,9 +379,36 @@ def _rolling_variance(deviation: xr.DataArray) -> xr.DataArray:
     return out
 
 
-def _attributes(problem, processes, lr, steps, eig_k, eig_every, chunk) -> dict[str, Any]:
+def _optimiser(lr, optimizer) -> AbstractOptimiser:
+    if optimizer is not None:
+        if lr is not None:
+            raise ValueError("give lr= (for GD) or optimizer=, not both.")
+        if not isinstance(optimizer, AbstractOptimiser):
+            raise TypeError(
+                "optimizer must be a flowode optimiser (fo.GD, fo.HeavyBall, fo.Nesterov, "
+                f"fo.RMSProp, fo.Adam), got {optimizer!r}."
+            )
+        return optimizer
+    if lr is None:
+        raise ValueError("simulate needs lr= (plain GD) or optimizer=.")
+    if callable(lr):
+        return GD(lr)
+    try:
+        value = float(lr)
+    except (TypeError, ValueError):
+        raise ValueError(f"lr must be a positive number or a schedule, got {lr!r}.") from None
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}.")
+    return GD(value)
+
+
+def _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk) -> dict[str, Any]:
+    hyper = opt.hyperparameters()
     attrs: dict[str, Any] = {
-        "lr": lr,
+        "lr": hyper["lr"],
+        "optimizer": type(opt).__name__,
+        "reference": opt.name,
+        "threshold": float(np.asarray(opt.threshold)),
         "steps": int(steps),
         "problem": problem.name,
         "n_params": problem.n_params,
@@ -371,6 +419,7 @@ def _attributes(problem, processes, lr, steps, eig_k, eig_every, chunk) -> dict[
         "flows": ",".join(p.name for p in processes),
         "flow_settings": "; ".join(repr(p) for p in processes),
         "fingerprint": _fingerprint(problem),
+        **{f"optimizer_{k}": v for k, v in hyper.items() if k != "lr"},
         "flowode_version": __version__,
     }
     for process in processes:

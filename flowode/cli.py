@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import xarray as xr
 
-from . import plot
+from . import optimisers, plot
 from ._simulate import FLOWS, simulate
 from .problems import PROBLEMS
 
@@ -19,19 +19,31 @@ class UserError(Exception):
     """A mistake in the command line: reported in one line, without a traceback."""
 
 
+OPTIMISERS = {
+    "gd": optimisers.GD,
+    "heavy_ball": optimisers.HeavyBall,
+    "nesterov": optimisers.Nesterov,
+    "rmsprop": optimisers.RMSProp,
+    "adam": optimisers.Adam,
+}
+HYPER = ("beta", "beta1", "beta2", "eps")
+
+
 def _summary(ds) -> str:
-    """One row per process: final loss, predicted loss, sharpness·η, distance to GD, cost."""
+    """One row per process: final loss, predicted loss, λ₁(P⁻¹H) (η·S for GD), distance to
+    the discrete run, cost."""
     lr, last = ds.attrs["lr"], ds.step.values[-1]
     rows = [
-        f"{ds.attrs['problem']}  (η = {lr:g}, {last} steps, {ds.attrs['dtype']})",
-        f"{'flow':<10}{'loss':>11}{'pred.loss':>11}{'η·S':>8}{'dist GD':>10}"
+        f"{ds.attrs['problem']}  ({ds.attrs.get('optimizer', 'GD')}, η = {lr}, {last} steps, "
+        f"{ds.attrs['dtype']}; edge of stability at λ₁(P⁻¹H) = {ds.attrs.get('threshold', 2):g})",
+        f"{'flow':<12}{'loss':>11}{'pred.loss':>11}{'λ₁(P⁻¹H)':>10}{'distance':>10}"
         f"{'grads':>9}{'HVPs':>8}{'diverged':>9}",
     ]
     for flow in ds.flow.values:
         d = ds.sel(flow=flow, step=last)
         rows.append(
-            f"{flow:<10}{float(d.loss):>11.4g}{float(d.predicted_loss):>11.4g}"
-            f"{lr * float(d.sharpness):>8.3f}{float(d.distance_to_gd):>10.3g}"
+            f"{flow:<12}{float(d.loss):>11.4g}{float(d.predicted_loss):>11.4g}"
+            f"{float(d.effective_sharpness):>10.3f}{float(d.distance_to_gd):>10.3g}"
             f"{int(d.n_grad):>9}{int(d.n_hvp):>8}"
             f"{int(d.diverged_at):>9}"
         )
@@ -42,14 +54,29 @@ def _summary(ds) -> str:
     return "\n".join(rows)
 
 
-def _run_one(name, lr, steps, flows, out, png, **kwargs):
+def _optimiser(name: str, lr: float, hyper: dict):
+    if name not in OPTIMISERS:
+        raise UserError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMISERS)}")
+    cls = OPTIMISERS[name]
+    given = {k: v for k, v in hyper.items() if v is not None}
+    unknown = [k for k in given if k not in cls.__dataclass_fields__]
+    if unknown:
+        raise UserError(f"--optimizer {name} has no --{unknown[0].replace('_', '-')}")
+    try:
+        return cls(lr, **given)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _run_one(name, lr, steps, flows, out, png, optimizer="gd", hyper=None, **kwargs):
     if name not in PROBLEMS:
         raise UserError(f"unknown problem {name!r}; choose from {', '.join(sorted(PROBLEMS))}")
     make, default_lr = PROBLEMS[name]
     lr = default_lr if lr is None else lr
+    opt = _optimiser(optimizer, lr, hyper or {})
     start = time.perf_counter()
     try:
-        ds = simulate(make(), lr=lr, steps=steps, flows=flows, out=out, **kwargs)
+        ds = simulate(make(), optimizer=opt, steps=steps, flows=flows, out=out, **kwargs)
     except (ValueError, FileNotFoundError) as e:  # bad settings are the user's to fix
         raise UserError(str(e)) from None
     print(_summary(ds))
@@ -98,6 +125,8 @@ def _run(args):
         flows,
         args.output,
         args.plot,
+        optimizer=args.optimizer,
+        hyper={k: getattr(args, k) for k in HYPER},
         eig_k=1 if args.eig_k is None else args.eig_k,
         chunk=1000 if args.chunk is None else args.chunk,
         progress=True,
@@ -132,6 +161,8 @@ def _resume(args):
         tuple(str(a["flows"]).split(",")),
         path,
         args.plot,
+        optimizer=str(a.get("reference", "gd")),
+        hyper={k: float(a[f"optimizer_{k}"]) for k in HYPER if f"optimizer_{k}" in a},
         eig_k=int(a["eig_k"]),
         chunk=int(a["chunk"]),
         resume=True,
@@ -165,6 +196,16 @@ def main(argv=None) -> int:
     run = sub.add_parser("run", help="run one built-in problem")
     run.add_argument("--problem", default=None, help=f"one of {', '.join(sorted(PROBLEMS))}")
     run.add_argument("--lr", type=_positive(float), default=None, help="learning rate η")
+    run.add_argument(
+        "--optimizer", default="gd", choices=tuple(OPTIMISERS), help="the discrete optimiser (gd)"
+    )
+    for name, text in (
+        ("beta", "momentum of heavy_ball and nesterov (0.9)"),
+        ("beta1", "Adam's first-moment decay (0.9)"),
+        ("beta2", "RMSProp's and Adam's second-moment decay (0.99, 0.999)"),
+        ("eps", "RMSProp's and Adam's ε (1e-8)"),
+    ):
+        run.add_argument(f"--{name}", type=float, default=None, help=text)
     run.add_argument("--steps", type=_positive(int), default=None, help="GD steps (1000)")
     run.add_argument("--flows", default="gd,gradient", help=f"comma-separated: {','.join(FLOWS)}")
     run.add_argument("--eig-k", type=_positive(int), default=None, help="top eigenvalues (1)")

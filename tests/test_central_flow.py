@@ -185,9 +185,10 @@ def test_central_flow_lowers_without_host_callbacks():
     run = lambda w, lr, d: flow.run(f, w, lr, d, 3)
     assert _callbacks(run, w0, lr, p.data)[0] == 0
     settings = _runner.Settings((fo.GradientDescent(), flow), 2, False)
-    state = _runner.start(settings, f, w0, lr, p.data)
-    chunk = lambda s, lr, d: _runner.run_chunk.__wrapped__(settings, f, s, lr, d, 1, 3, 3)
-    assert _callbacks(chunk, state, lr, p.data)[0] == 0
+    opt = fo.GD(lr)
+    state = _runner.start(settings, f, w0, opt, p.data)
+    chunk = lambda s, o, d: _runner.run_chunk.__wrapped__(settings, f, s, o, d, 1, 3, 3)
+    assert _callbacks(chunk, state, opt, p.data)[0] == 0
     centres, counts, _ = jax.jit(run)(w0, lr, p.data)
     assert centres.dtype == jnp.float32 and centres.shape == (4, p.n_params)
 

@@ -36,3 +36,21 @@ def test_unknown_problem_is_a_clean_error(capsys):
 def test_unknown_flow_is_a_clean_error(capsys):
     assert main(["run", "--problem", "quartic", "--steps", "5", "--flows", "gd,bogus"]) == 2
     assert "Unknown flow 'bogus'" in capsys.readouterr().err
+
+
+def test_run_with_adam(tmp_path, capsys):
+    out = tmp_path / "a.nc"
+    argv = ["run", "--problem", "quartic", "--steps", "10", "--optimizer", "adam"]
+    rc = main(
+        [*argv, "--lr", "0.01", "--beta2", "0.99", "--flows", "adam,gradient", "-o", str(out)]
+    )
+    assert rc == 0
+    ds = xr.load_dataset(out, engine="h5netcdf")
+    assert list(ds.flow.values) == ["adam", "midpoint", "gradient"]
+    assert ds.attrs["optimizer_beta2"] == 0.99 and ds.attrs["threshold"] == 38.0
+    assert "edge of stability at λ₁(P⁻¹H) = 38" in capsys.readouterr().out
+
+
+def test_hyperparameter_the_optimiser_lacks_is_a_clean_error(capsys):
+    assert main(["run", "--problem", "quartic", "--steps", "5", "--beta", "0.9"]) == 2
+    assert "--optimizer gd has no --beta" in capsys.readouterr().err

@@ -19,7 +19,7 @@ def _state(X, Y):
 
 def _dY(rod, f, X, Y, lr):
     """dX and dY/dt = e^a(ȧu + u̇) from the (X, a, u) field."""
-    dX, da, du = rod.vector_field(f, 0.0, _state(X, Y), lr, None)
+    dX, da, du = rod.vector_field(f, 0.0, _state(X, Y), fo.GD(lr), None)
     return dX, jnp.linalg.norm(Y) * (da * Y / jnp.linalg.norm(Y) + du)
 
 
@@ -41,19 +41,19 @@ def test_vanishing_rod_is_gradient_flow(x64):
     X = jnp.linspace(-1.0, 1.0, 5)
     u = jnp.array([1.0, -2.0, 0.5, 0.3, 1.0]) / jnp.sqrt(6.34)
     y0 = (X, jnp.asarray(-700.0), u)
-    dX, da, du = rod.vector_field(_f, 0.0, y0, lr, None)
+    dX, da, du = rod.vector_field(_f, 0.0, y0, fo.GD(lr), None)
     np.testing.assert_allclose(dX, -lr * jax.grad(_f)(X), rtol=1e-12)
     Hu = hvp(_f, X, u)
     assert float(da) == pytest.approx(float(lr * jnp.vdot(u, Hu) - 2), rel=1e-6)
     np.testing.assert_allclose(du, lr * (Hu - jnp.vdot(u, Hu) * u), rtol=1e-6, atol=1e-8)
     # Integrated: the centre is gradient flow.
-    term = diffrax.ODETerm(lambda t, y, a: rod.vector_field(_f, t, y, lr, None))
+    term = diffrax.ODETerm(lambda t, y, a: rod.vector_field(_f, t, y, fo.GD(lr), None))
     ctrl = diffrax.PIDController(rtol=1e-10, atol=1e-12)
     rod_sol = diffrax.diffeqsolve(
         term, diffrax.Tsit5(), 0.0, 20.0, None, y0, stepsize_controller=ctrl
     )
     gf = fo.GradientFlow()
-    gterm = diffrax.ODETerm(lambda t, y, a: gf.vector_field(_f, t, y, lr, None))
+    gterm = diffrax.ODETerm(lambda t, y, a: gf.vector_field(_f, t, y, fo.GD(lr), None))
     gf_sol = diffrax.diffeqsolve(
         gterm, diffrax.Tsit5(), 0.0, 20.0, None, X, stepsize_controller=ctrl
     )
@@ -134,7 +134,7 @@ def test_centre_velocity_small_y_expansion(x64):
 
     def error(scale):
         Y = scale * direction
-        dX, _, _ = rod.vector_field(_f, 0.0, _state(X, Y), lr, None)
+        dX, _, _ = rod.vector_field(_f, 0.0, _state(X, Y), fo.GD(lr), None)
         # −η[∇L(X) + ½∇(YᵀH(X)Y)]
         model = -lr * (jax.grad(_f)(X) + 0.5 * third_contraction(_f, X, Y, Y))
         return float(jnp.linalg.norm(dX - model))
@@ -155,15 +155,15 @@ def test_rod_modified_equation_field(x64):
     assert (rod.name, rod_me.name) == ("rod", "rod_me")
     s = jax.grad(_f)(X + Y) + jax.grad(_f)(X - Y)
     correction = -(lr**2 / 8) * (hvp(_f, X + Y, s) + hvp(_f, X - Y, s))
-    dX, da, du = rod.vector_field(_f, 0.0, _state(X, Y), lr, None)
-    dX_me, da_me, du_me = rod_me.vector_field(_f, 0.0, _state(X, Y), lr, None)
+    dX, da, du = rod.vector_field(_f, 0.0, _state(X, Y), fo.GD(lr), None)
+    dX_me, da_me, du_me = rod_me.vector_field(_f, 0.0, _state(X, Y), fo.GD(lr), None)
     np.testing.assert_allclose(dX_me - dX, correction, rtol=1e-10)
     np.testing.assert_allclose(da_me, da, rtol=1e-12)
     np.testing.assert_allclose(du_me, du, rtol=1e-12)
     # Y → 0: GD's own modified equation, −η∇L − (η²/2)H∇L.
     g = jax.grad(_f)(X)
     dX0, _, _ = rod_me.vector_field(
-        _f, 0.0, (X, jnp.asarray(-700.0), Y / jnp.linalg.norm(Y)), lr, None
+        _f, 0.0, (X, jnp.asarray(-700.0), Y / jnp.linalg.norm(Y)), fo.GD(lr), None
     )
     np.testing.assert_allclose(dX0, -lr * g - 0.5 * lr**2 * hvp(_f, X, g), rtol=1e-10)
 

@@ -1,6 +1,6 @@
 """Abstract processes: discrete GD and the ODE flows that model it share one interface.
 
-A process starts from (loss, w0, lr, data) and advances a *carry* (all it needs to go
+A process starts from (loss, w0, optimiser, data) and advances a *carry* (all it needs to go
 on) one GD step at a time. The run program scans that step, observing every process
 after it, so a run is one compiled program per chunk whatever its length, and the
 carry is the checkpoint a run resumes from. Per state, a process says where its centre
@@ -22,6 +22,7 @@ from .. import _integrate
 from .._codes import RESULTS
 from .._integrate import SolverCarry
 from .._spectral import FlatLoss, OracleCounts
+from ..optimisers import GD, AbstractOptimiser
 
 State = PyTree[Array]
 Carry = PyTree[Array]
@@ -39,13 +40,13 @@ class AbstractProcess(eqx.Module):
 
     @abc.abstractmethod
     def start(
-        self, f: FlatLoss, w0: Float[Array, " n"], lr: Scalar, data: PyTree
+        self, f: FlatLoss, w0: Float[Array, " n"], opt: AbstractOptimiser, data: PyTree
     ) -> tuple[Carry, OracleCounts]:
         """The carry at step 0, and the oracle calls spent on it."""
 
     @abc.abstractmethod
     def advance(
-        self, f: FlatLoss, carry: Carry, lr: Scalar, data: PyTree, k: Int[Array, ""]
+        self, f: FlatLoss, carry: Carry, opt: AbstractOptimiser, data: PyTree, k: Int[Array, ""]
     ) -> tuple[Carry, OracleCounts, RESULTS]:
         """The carry at step k + 1 from the carry at step k, oracle calls, result code."""
 
@@ -71,7 +72,7 @@ class AbstractProcess(eqx.Module):
         t: Scalar,
         state: State,
         U: Float[Array, "n k"],
-        lr: Scalar,
+        opt: AbstractOptimiser,
         data: PyTree,
         w_gd: Float[Array, " n"],
     ) -> dict[str, Array]:
@@ -82,17 +83,21 @@ class AbstractProcess(eqx.Module):
         return {"predicted_loss": f(self.center(state), data)}
 
     def run(
-        self, f: FlatLoss, w0: Float[Array, " n"], lr: Scalar, data: PyTree, steps: int
+        self, f: FlatLoss, w0: Float[Array, " n"], opt: AbstractOptimiser, data: PyTree, steps: int
     ) -> tuple[Float[Array, "steps1 n"], OracleCounts, Int[Array, ""]]:
         """Centres at steps 0..steps, total oracle calls and the first failure's code.
 
-        Dynamics only, no observation: what benchmarks time and tests check.
+        Dynamics only, no observation: what benchmarks time and tests check. `opt` may be
+        a learning rate, for plain GD.
         """
-        carry, counts = self.start(f, w0, lr, data)
+        if not isinstance(opt, AbstractOptimiser):
+            opt = GD(opt)
+        opt = opt.astype(w0.dtype)
+        carry, counts = self.start(f, w0, opt, data)
 
         def step(c, k):
             carry, counts, result = c
-            carry, new, res = self.advance(f, carry, lr, data, k)
+            carry, new, res = self.advance(f, carry, opt, data, k)
             counts = OracleCounts(*(a + b for a, b in zip(counts, new, strict=True)))
             result = RESULTS.where(result == RESULTS.successful, res, result)
             return (carry, counts, result), self.center(self.state(carry))
@@ -107,6 +112,14 @@ class AbstractProcess(eqx.Module):
     def describe(self) -> dict[str, str]:
         """Solver settings recorded in the Dataset's attributes."""
         return {}
+
+    def supports(self, opt: AbstractOptimiser) -> bool:
+        """Whether this process models `opt` (default: plain GD, with any lr schedule)."""
+        return isinstance(opt, GD)
+
+    def optimiser_state(self, state: State) -> PyTree[Array]:
+        """The optimiser's state (momentum, ν) at this state; () where it has none."""
+        return ()
 
 
 def _is_finite_tree(y: State) -> Array:
@@ -151,7 +164,9 @@ class AbstractFlow(AbstractProcess):
     hvps_per_jvp: ClassVar[int] = 1
 
     @abc.abstractmethod
-    def init(self, f: FlatLoss, w0: Float[Array, " n"], lr: Scalar, data: PyTree) -> State:
+    def init(
+        self, f: FlatLoss, w0: Float[Array, " n"], opt: AbstractOptimiser, data: PyTree
+    ) -> State:
         """The flow's state at t = 0."""
 
     def restart(self, y: State) -> State:
@@ -159,7 +174,9 @@ class AbstractFlow(AbstractProcess):
         return y
 
     @abc.abstractmethod
-    def vector_field(self, f: FlatLoss, t: Scalar, y: State, lr: Scalar, data: PyTree) -> State:
+    def vector_field(
+        self, f: FlatLoss, t: Scalar, y: State, opt: AbstractOptimiser, data: PyTree
+    ) -> State:
         """dy/dt at time t (in GD steps)."""
 
     def size(self, y: State) -> Scalar:
@@ -205,12 +222,12 @@ class AbstractFlow(AbstractProcess):
         # Each GD step is solved in local time τ ∈ [0, 1], so time stays exact at any k.
         return diffrax.ODETerm(lambda tau, y, args: self.vector_field(f, k + tau, y, *args))
 
-    def start(self, f, w0, lr, data):
-        y0 = self.init(f, w0, lr, data)
+    def start(self, f, w0, opt, data):
+        y0 = self.init(f, w0, opt, data)
         dtype = w0.dtype
         term = self._term(f, jnp.zeros((), dtype))
         solve, stats = _integrate.start(
-            self.solver, self.stepsize_controller, term, self.restart(y0), (lr, data), self.dt0
+            self.solver, self.stepsize_controller, term, self.restart(y0), (opt, data), self.dt0
         )
         solve = eqx.tree_at(lambda s: s.y, solve, y0)
         bound = jnp.asarray(self.blowup * (1.0 + self.size(y0)), dtype)
@@ -219,7 +236,7 @@ class AbstractFlow(AbstractProcess):
         counts = OracleCounts(*(a + b for a, b in zip(counts, init, strict=True)))
         return FlowCarry(y0, solve, bound, jnp.asarray(0, jnp.int32)), counts
 
-    def advance(self, f, carry, lr, data, k):
+    def advance(self, f, carry, opt, data, k):
         dtype = carry.bound.dtype
         solve = eqx.tree_at(lambda s: s.y, carry.solve, self.restart(carry.solve.y))
 
@@ -232,7 +249,7 @@ class AbstractFlow(AbstractProcess):
             self._term(f, jnp.asarray(k, dtype)),
             solve,
             1.0,
-            (lr, data),
+            (opt, data),
             max_steps=self._max_steps(k) - carry.steps_taken,
             failed=failed,
         )

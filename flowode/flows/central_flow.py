@@ -157,7 +157,7 @@ class CentralFlow(AbstractFlow):
             g, theta, U, HU, P, n_crit, G, X, residual, velocity, jnp.int32(n_hvp), n_third
         )
 
-    def init(self, f, w0, lr, data):
+    def init(self, f, w0, opt, data):
         n = w0.shape[0]
         k = min(self.max_k, n)
         _, U, n_hvp = top_eigs(f, w0, initial_basis(n, k, w0.dtype), data, maxiter=200)
@@ -165,8 +165,9 @@ class CentralFlow(AbstractFlow):
         counters = jnp.zeros(4, w0.dtype).at[2].set(n_hvp)
         return (w0, U, counters)
 
-    def vector_field(self, f, t, y, lr, data):
+    def vector_field(self, f, t, y, opt, data):
         w, U, counters = y
+        lr = opt.learning_rate(t)
         c = self.terms(f, w, U, lr, data)
         sign = jnp.where(jnp.sum(c.U * U, axis=0) < 0, -1, 1).astype(U.dtype)
         rate = self.basis_rate if self.basis_rate is not None else 1.0 / self.dt0
@@ -204,8 +205,9 @@ class CentralFlow(AbstractFlow):
         no_solution = (result == RESULTS.diverged) & (y[2][3] > 0)
         return RESULTS.where(no_solution, RESULTS.sdcp_no_solution, result)
 
-    def observables(self, f, t, state, U, lr, data, w_gd):
+    def observables(self, f, t, state, U, opt, data, w_gd):
         w, basis, _ = state
+        lr = opt.learning_rate(t)
         c = self.terms(f, w, basis, lr, data)
         sigma, Q = jnp.linalg.eigh(c.X)
         sigma, Q = sigma[::-1], Q[:, ::-1]

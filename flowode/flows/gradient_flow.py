@@ -5,11 +5,15 @@ import jax
 
 from .._rkc import RKC2
 from .._spectral import OracleCounts
+from ..optimisers import GD
 from ._base import AbstractFlow
 
 
 class GradientFlow(AbstractFlow):
-    """dw/dt = −η∇L(w) in GD-step time.
+    """dw/dt = −η∇L(w) in GD-step time: the stable flow.
+
+    With another optimiser it is that optimiser's stable flow, its state (momentum, ν)
+    integrated beside w (`AbstractOptimiser.flow`).
 
     Past the edge of stability ηS keeps growing, so the ODE turns stiff (rate ηS ≫ 2).
     The default solver is flowode's stabilised explicit RKC2, whose number of stages
@@ -57,17 +61,29 @@ class GradientFlow(AbstractFlow):
         # Each evaluation takes one HVP more; each JVP one third derivative more.
         return OracleCounts(counts.n_grad, counts.n_hvp + n_evals, n_jvps)
 
-    def init(self, f, w0, lr, data):
-        return w0
+    def supports(self, opt):
+        return not self.modified_equation or isinstance(opt, GD)
 
-    def vector_field(self, f, t, w, lr, data):
+    def init(self, f, w0, opt, data):
+        if not opt.has_state:
+            return w0
+        return (w0, opt.init(w0, jax.grad(f)(w0, data)))
+
+    def vector_field(self, f, t, y, opt, data):
+        if opt.has_state:  # the optimiser's stable flow, its state carried along
+            w, s = y
+            return opt.flow(t, w, s, jax.grad(f)(w, data))
+        lr = opt.learning_rate(t)
         if not self.modified_equation:
-            return -lr * jax.grad(f)(w, data)
-        g, hvp = jax.linearize(lambda x: jax.grad(f)(x, data), w)  # ∇L and v ↦ Hv
+            return -lr * jax.grad(f)(y, data)
+        g, hvp = jax.linearize(lambda x: jax.grad(f)(x, data), y)  # ∇L and v ↦ Hv
         return -lr * g - (0.5 * lr**2) * hvp(g)
 
     def center(self, state):
-        return state
+        return state[0] if isinstance(state, tuple) else state
+
+    def optimiser_state(self, state):
+        return state[1] if isinstance(state, tuple) else ()
 
     def describe(self):
         out = super().describe()

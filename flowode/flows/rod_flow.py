@@ -165,7 +165,8 @@ class RodFlow(AbstractFlow):
         rel = jnp.finfo(X.dtype).eps if self.floor is None else jnp.asarray(self.floor, X.dtype)
         return log_floor(rel, X, amplitude)
 
-    def init(self, f, w0, lr, data):
+    def init(self, f, w0, opt, data):
+        lr = opt.learning_rate(jnp.zeros((), w0.dtype))
         g0 = jax.grad(f)(w0, data)
         X0, Y0 = w0 - 0.5 * lr * g0, 0.5 * lr * g0
         fallback = jax.random.normal(jax.random.key(0), w0.shape, w0.dtype)
@@ -178,7 +179,8 @@ class RodFlow(AbstractFlow):
         X, a, u = y
         return (X, a, unit(u)[0])
 
-    def vector_field(self, f, t, y, lr, data):
+    def vector_field(self, f, t, y, opt, data):
+        lr = opt.learning_rate(t)
         X, a, u = y
         u_hat, u_norm = unit(u)
         amplitude = jnp.exp(a)
@@ -213,7 +215,7 @@ class RodFlow(AbstractFlow):
         sign = 1.0 - 2.0 * jnp.mod(jnp.round(t), 2.0)  # (−1)^k
         return state[0] + sign * self.half_length(state)
 
-    def observables(self, f, t, state, U, lr, data, w_gd):
+    def observables(self, f, t, state, U, opt, data, w_gd):
         X, a, u = state
         Y = self.half_length(state)
         l_sym = 0.5 * (f(X + Y, data) + f(X - Y, data))

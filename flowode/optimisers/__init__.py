@@ -1,0 +1,8 @@
+"""Optimisers: each a discrete update, its state, preconditioner, stable flow and threshold."""
+
+from ._base import AbstractOptimiser as AbstractOptimiser, check_schedule as check_schedule
+from .adam import Adam as Adam
+from .gd import GD as GD
+from .heavy_ball import HeavyBall as HeavyBall
+from .nesterov import Nesterov as Nesterov
+from .rmsprop import RMSProp as RMSProp
