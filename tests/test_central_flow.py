@@ -1,5 +1,6 @@
 """Central flow against closed forms, an independent conic solver, and GD."""
 
+import os
 import re
 
 import jax
@@ -230,3 +231,33 @@ def test_warns_when_every_tracked_slot_is_above_the_tracking_threshold():
     lam = np.array([19.0, 18.0, 17.0, 1.0])
     w = (1 - 0.1 * lam / 4) ** (4 * np.arange(6)[:, None])  # (steps+1, n)
     np.testing.assert_allclose(ds.loss.sel(flow="central"), 0.5 * (lam * w**2).sum(1), rtol=1e-5)
+
+
+REFERENCE = os.path.join(os.path.dirname(__file__), "data", "rmsprop_central_reference.npz")
+
+
+@pytest.mark.parametrize("steps", [300, pytest.param(800, marks=pytest.mark.slow)])
+def test_rmsprop_central_flow_matches_the_published_code(x64, steps):
+    """Against the published JAX central flow (tests/data/, made by the script there) on
+    mlp_regression(width=8, n=64), RMSProp η = 3e-3, β₂ = 0.99, ε = 0, ν₀ = ∇L(w₀)², k = 5,
+    Euler at 4 substeps. The published code feeds ν with g² + diag(Σ) where the paper has
+    E[g²] = g² + diag(HΣH) (it contracts along U, not HU; see the .md): flowode follows the
+    paper, and is checked against the published code with that one line fixed ("_hu")."""
+    ref = np.load(REFERENCE)
+    p = fo.problems.mlp_regression(width=8, n=64, dtype=jnp.float64)
+    opt = fo.RMSProp(float(ref["lr"]), beta2=float(ref["beta2"]), eps=float(ref["eps"]))
+    flow = fo.CentralFlow(max_k=int(ref["k"]))
+    ds = fo.simulate(p, optimizer=opt, steps=steps, flows=(flow,), save_params=True)
+    loss = ds.loss.sel(flow="central").values
+    expected = ref["loss_central_hu"][: steps + 1]
+    np.testing.assert_allclose(loss, expected, rtol=1e-3)
+    snaps = ref["snapshot_steps"] <= steps
+    params = ds.params.sel(flow="central").values[ref["snapshot_steps"][snaps]]
+    assert np.max(np.linalg.norm(params - ref["params_central_hu"][snaps], axis=1)) < 0.01
+    # λ₁(P⁻¹H) pinned at RMSProp's threshold after the onset (step 74)
+    s = ds.effective_sharpness.sel(flow="central").values[100:]
+    assert np.max(np.abs(s - 2.0)) < 1e-3
+    assert int(ref["onset_step_hu"]) == 74
+    # The discrete RMSProp is the published one, to round-off until EOS amplifies it.
+    rms = ds.loss.sel(flow="rmsprop").values[:101]
+    np.testing.assert_allclose(rms, ref["loss_rmsprop"][:101], rtol=1e-10)

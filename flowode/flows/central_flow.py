@@ -24,6 +24,7 @@ from jaxtyping import Array, Bool, Float, Int
 from .._codes import RESULTS
 from .._sdcp import _solve as _solve_sdcp
 from .._spectral import OracleCounts, initial_basis, refine_eigs, third_contraction, top_eigs
+from ..optimisers import GD, RMSProp
 from ._base import AbstractFlow
 
 
@@ -98,15 +99,21 @@ def _sdcp_on_prefix(
 class CentralFlow(AbstractFlow):
     """Central flow with k ≤ `max_k` critical directions, solved by diffrax.
 
-    State: (w, U, counters). U (n, max_k) tracks the top Hessian eigenvectors: each
-    evaluation refines it by one Rayleigh–Ritz step and the state relaxes to the refined
-    basis at `basis_rate` (default 1/dt0, so Euler replaces it at every step). Eigenvalues
-    with ηλ above `sdcp_threshold` form the critical set; `track_threshold` flags when
-    every slot is above it, i.e. when `max_k` may be too small to see the next one rise.
+        State: (w, U, counters). U (n, max_k) tracks the top Hessian eigenvectors: each
+        evaluation refines it by one Rayleigh–Ritz step and the state relaxes to the refined
+        basis at `basis_rate` (default 1/dt0, so Euler replaces it at every step). Eigenvalues
+        with ηλ above `sdcp_threshold` form the critical set; `track_threshold` flags when
+        every slot is above it, i.e. when `max_k` may be too small to see the next one rise.
+
+        With `fo.RMSProp` it is the RMSProp central flow: the same construction in the
+    coordinates z = w/√P⁻¹ where RMSProp (ν frozen) is GD with η = 1, so the critical set is
+    where λ(P⁻¹H) > `sdcp_threshold` (generalised eigenvectors Hu = λPu); the state gains ν,
+    with dν/dt = ((1 − β₂)/β₂)(E[g²] − ν) and E[g²] = g² + diag(HΣH) (DESIGN §2.3). `sigma`
+    and `gd_deviation` are then in z's coordinates.
 
     The default scheme is the published one, Euler at 4 substeps per GD step (dt = 1/κ),
-    chosen by `benchmarks/bench_central.py`. Cost per evaluation: one gradient, 2·max_k
-    HVPs, and j(j+1)/2 third-derivative contractions for j critical directions.
+        chosen by `benchmarks/bench_central.py`. Cost per evaluation: one gradient, 2·max_k
+        HVPs, and j(j+1)/2 third-derivative contractions for j critical directions.
     """
 
     name: ClassVar[str] = "central"
@@ -137,8 +144,12 @@ class CentralFlow(AbstractFlow):
         if self.dt0 is None and self.basis_rate is None:
             raise ValueError("CentralFlow: give basis_rate when dt0 is None.")
 
-    def terms(self, f, w, U, lr, data) -> CentralTerms:
-        """Gradient, refined eigenbasis, ∇P, X and the velocity at w (basis warm start U)."""
+    def terms(self, f, w, U, lr, data, drift=None) -> CentralTerms:
+        """Gradient, refined eigenbasis, ∇P, X and the velocity at w (basis warm start U).
+
+        `drift(U, HU) -> (α', β')`: a change of P that does not come from w's motion (an
+        adaptive preconditioner's), added to the SDCP as dP/dt = −(α' + β'[X]).
+        """
         g = jax.grad(f)(w, data)
         theta, U, HU, n_hvp = refine_eigs(f, w, U, data, iters=self.ritz_iters)
         crit = lr * theta > self.sdcp_threshold  # a prefix: θ is sorted
@@ -151,40 +162,102 @@ class CentralFlow(AbstractFlow):
         eye = jnp.eye(k, dtype=w.dtype)
         alpha = self.kappa * (2 / lr * eye - P) + lr * jnp.einsum("ijn,n->ij", G, g)
         beta = 0.5 * lr * jnp.einsum("ijn,kln->ijkl", G, G)
+        if drift is not None:
+            d_alpha, d_beta = drift(U, HU)
+            alpha, beta = alpha + d_alpha, beta + d_beta
         X, residual = _sdcp_on_prefix(alpha, beta, crit, n_crit)
         velocity = -lr * (g + 0.5 * jnp.einsum("ij,ijn->n", X, G))
         return CentralTerms(
             g, theta, U, HU, P, n_crit, G, X, residual, velocity, jnp.int32(n_hvp), n_third
         )
 
+    def supports(self, opt):
+        return isinstance(opt, GD | RMSProp)
+
+    def _geometry(self, f, opt, w, nu, t):
+        """(loss, point, s, η) in the coordinates where the optimiser is GD.
+
+        GD: w itself, at its learning rate. RMSProp: z = w/s with s = √P⁻¹, where the
+        loss z ↦ L(s ⊙ z) has Hessian sHs, whose eigenvalues are λ(P⁻¹H), and the
+        optimiser (ν frozen) is GD with η = 1; s is None for GD.
+        """
+        if nu is None:
+            return f, w, None, opt.learning_rate(t)
+        s = jnp.sqrt(opt.inverse_preconditioner(nu, t))  # (n,), or a scalar
+        return (lambda z, d: f(s * z, d)), w / s, s, jnp.ones((), w.dtype)
+
+    def _drift(self, f_s, z, s, opt, nu, t, data):
+        """RMSProp: how P̃ = Ũᵀ(sHs)Ũ moves as ν does, for the SDCP (None for GD).
+
+        With δ = d ln s/dt = q(E[g²] − ν) per coordinate, q = −r/(4c√ν̂(√ν̂ + ε)) (r =
+        (1 − β₂)/β₂, c the bias factor), dP̃_ij/dt = δᵀ m_ij with m_ij = ũ_i⊙H̃ũ_j +
+        H̃ũ_i⊙ũ_j. E[g²] = g² + diag(HΣH) is linear in X, so this adds to α (the g² − ν
+        part) and to β (the X part, symmetrised, as the SDCP solver takes a symmetric β;
+        at complementarity H̃ũ = 2ũ and it is symmetric already).
+        """
+        if nu is None:
+            return None
+        beta2 = opt.beta2
+        c = (1 - beta2 ** (t + 1)) if opt.bias_correction else jnp.ones((), z.dtype)
+        root = jnp.sqrt(nu / c)
+        q = -(1 - beta2) / beta2 / (4 * c * root * (root + opt.eps))
+        g_w = jax.grad(f_s)(z, data) / s
+        avg = (lambda v: jnp.mean(v, axis=0)) if opt.scalar else (lambda v: v)
+
+        def drift(U, HU):  # (n, k) each, in z's coordinates
+            m = U[:, :, None] * HU[:, None, :]
+            m = m + jnp.swapaxes(m, 1, 2)  # (n, k, k): m_ij
+            HU_w = HU / (jnp.reshape(s, (-1, 1)) if jnp.ndim(s) else s)
+            M = avg(HU_w[:, :, None] * HU_w[:, None, :])  # (n, k, k) or (k, k): HU_k⊙HU_l
+            delta0 = q * (avg(g_w**2) - nu)  # (n,) or scalar
+            d_alpha = -jnp.einsum("n,nij->ij", jnp.broadcast_to(delta0, z.shape), m)
+            qM = (q[:, None, None] * M) if jnp.ndim(q) else q * M
+            qM = jnp.broadcast_to(qM, m.shape)
+            d_beta = -jnp.einsum("nij,nkl->ijkl", m, qM)
+            d_beta = 0.5 * (d_beta + jnp.transpose(d_beta, (2, 3, 0, 1)))
+            return d_alpha, d_beta
+
+        return drift
+
     def init(self, f, w0, opt, data):
         n = w0.shape[0]
         k = min(self.max_k, n)
-        _, U, n_hvp = top_eigs(f, w0, initial_basis(n, k, w0.dtype), data, maxiter=200)
+        nu = opt.init(w0, jax.grad(f)(w0, data)) if isinstance(opt, RMSProp) else None
+        f_s, z0, _, _ = self._geometry(f, opt, w0, nu, jnp.zeros((), w0.dtype))
+        _, U, n_hvp = top_eigs(f_s, z0, initial_basis(n, k, w0.dtype), data, maxiter=200)
         # [HVP rate, third rate, init HVPs, time without an SDCP solution]
         counters = jnp.zeros(4, w0.dtype).at[2].set(n_hvp)
-        return (w0, U, counters)
+        return (w0, U, counters) if nu is None else (w0, U, counters, nu)
 
     def vector_field(self, f, t, y, opt, data):
-        w, U, counters = y
-        lr = opt.learning_rate(t)
-        c = self.terms(f, w, U, lr, data)
+        w, U, counters = y[:3]
+        nu = y[3] if len(y) == 4 else None
+        f_s, z, s, lr = self._geometry(f, opt, w, nu, t)
+        c = self.terms(f_s, z, U, lr, data, self._drift(f_s, z, s, opt, nu, t, data))
         sign = jnp.where(jnp.sum(c.U * U, axis=0) < 0, -1, 1).astype(U.dtype)
         rate = self.basis_rate if self.basis_rate is not None else 1.0 / self.dt0
         no_solution = ~jnp.all(jnp.isfinite(c.X))
         d_counters = jnp.stack([c.n_hvp, c.n_third, 0, no_solution]).astype(counters.dtype)
-        return (c.velocity, rate * (c.U * sign - U), d_counters)
+        if nu is None:
+            return (c.velocity, rate * (c.U * sign - U), d_counters)
+        # RMSProp: dw/dt = s ⊙ dz/dt; ν follows E[g²] = g² + diag(HΣH), with ∇L = ∇_z/s
+        # and HΣH = (HU)X(HU)ᵀ in w's coordinates, HU = (sHs)Ũ/s for Σ = sŨXŨᵀs.
+        HU = c.HU / jnp.reshape(s, (-1, 1)) if jnp.ndim(s) else c.HU / s  # (n, k)
+        g2 = (c.grad / s) ** 2 + jnp.sum((HU @ c.X) * HU, axis=1)
+        return (s * c.velocity, rate * (c.U * sign - U), d_counters, opt.nu_flow(g2, nu))
 
     def center(self, state):
         return state[0]
+
+    def optimiser_state(self, state):
+        return state[3] if len(state) == 4 else ()
 
     def size(self, y):
         return jnp.linalg.norm(y[0])
 
     def restart(self, y):
         # The counters integrate oracle calls per unit time over one GD step.
-        w, U, c = y
-        return w, U, jnp.zeros_like(c)
+        return (y[0], y[1], jnp.zeros_like(y[2]), *y[3:])
 
     def init_counts(self, y0):
         return OracleCounts(n_hvp=jnp.round(y0[2][2]).astype(jnp.int32))
@@ -206,17 +279,22 @@ class CentralFlow(AbstractFlow):
         return RESULTS.where(no_solution, RESULTS.sdcp_no_solution, result)
 
     def observables(self, f, t, state, U, opt, data, w_gd):
-        w, basis, _ = state
-        lr = opt.learning_rate(t)
-        c = self.terms(f, w, basis, lr, data)
+        w, basis = state[0], state[1]
+        nu = state[3] if len(state) == 4 else None
+        f_s, z, s, lr = self._geometry(f, opt, w, nu, t)
+        c = self.terms(f_s, z, basis, lr, data, self._drift(f_s, z, s, opt, nu, t, data))
         sigma, Q = jnp.linalg.eigh(c.X)
         sigma, Q = sigma[::-1], Q[:, ::-1]
-        V = c.U @ Q  # (n, k): Σ's eigenvectors
+        V = c.U @ Q  # (n, k): Σ's eigenvectors (in z = w/s for RMSProp)
+        grad, HU, deviation = c.grad, c.HU, w_gd - w
+        if s is not None:  # back to w's coordinates
+            s_col = jnp.reshape(s, (-1, 1)) if jnp.ndim(s) else s
+            grad, HU, deviation = grad / s, HU / s_col, deviation / s
         return {
             "predicted_loss": f(w, data) + 0.5 * jnp.sum(c.P * c.X),
-            "predicted_grad_norm": jnp.sqrt(jnp.sum(c.grad**2) + jnp.sum((c.HU.T @ c.HU) * c.X)),
+            "predicted_grad_norm": jnp.sqrt(jnp.sum(grad**2) + jnp.sum((HU.T @ HU) * c.X)),
             "sigma": sigma,
-            "gd_deviation": (V.T @ (w_gd - w)) ** 2,
+            "gd_deviation": (V.T @ deviation) ** 2,
             "n_critical": c.n_critical,
             "n_tracked": jnp.sum(lr * c.theta >= self.track_threshold),
             "sdcp_residual": c.sdcp_residual,

@@ -5,6 +5,7 @@ from typing import Any, ClassVar, Literal
 import equinox as eqx
 import jax.numpy as jnp
 import optax
+from jaxtyping import Array, Float
 
 from ._base import AbstractOptimiser, check_lr, check_range, hyper
 
@@ -56,9 +57,13 @@ class RMSProp(AbstractOptimiser):
     def inverse_preconditioner(self, nu, t):
         return self.learning_rate(t) / (jnp.sqrt(self._nu_hat(nu, t)) + self.eps)
 
+    def nu_flow(self, g2: Float[Array, " n"], nu) -> Float[Array, "..."]:
+        """dν/dt = ((1 − β₂)/β₂)(E[g²] − ν), given the per-coordinate mean square E[g²]."""
+        target = jnp.mean(g2) if self.scalar else g2
+        return (1 - self.beta2) / self.beta2 * (target - nu)
+
     def flow(self, t, w, nu, g):
-        dnu = (1 - self.beta2) / self.beta2 * (self._square(g) - nu)
-        return -self.inverse_preconditioner(nu, t) * g, dnu
+        return -self.inverse_preconditioner(nu, t) * g, self.nu_flow(g**2, nu)
 
     @property
     def threshold(self):
