@@ -19,6 +19,7 @@ from ._version import __version__
 from .flows import (
     AbstractProcess,
     CentralFlow,
+    EdgeFlow,
     GradientDescent,
     GradientFlow,
     RodFlow,
@@ -31,6 +32,7 @@ FLOWS: dict[str, Callable[[], AbstractProcess]] = {
     "rod": RodFlow,
     "gradient_me": functools.partial(GradientFlow, modified_equation=True),
     "rod_me": functools.partial(RodFlow, modified_equation=True),
+    "edge": EdgeFlow,
 }
 
 # Central flow's `gd_variance`: GD's squared deviation along Σ's eigenvectors, averaged
