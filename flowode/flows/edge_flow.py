@@ -50,6 +50,7 @@ pulled back to its orthonormalisation at rate 1.
 """
 
 import math
+from typing import Literal
 
 import diffrax
 import jax
@@ -66,13 +67,21 @@ from ._rod_state import (
     log_floor,
     orthonormal,
     pair_grads,
+    probe_distance,
 )
+
+MagnitudeSharpness = Literal["secant", "centre"]
 
 
 def _hvps(f, X: Float[Array, " n"], Q: Float[Array, "n k"], data) -> Float[Array, "n k"]:
     """H(X)Q, one forward-over-reverse HVP per column, vmapped."""
     hvp = lambda q: jax.jvp(lambda x: jax.grad(f)(x, data), (X,), (q,))[1]  # noqa: E731
     return jax.vmap(hvp, in_axes=1, out_axes=1)(Q)
+
+
+def _hvps_apply(HQ: Float[Array, "n k"], a: Float[Array, " k"]) -> Float[Array, " n"]:
+    """HY = (HQ)e^a, from the HVPs already taken."""
+    return HQ @ jnp.exp(a)
 
 
 class EdgeFlow(AbstractFlow):
@@ -103,6 +112,7 @@ class EdgeFlow(AbstractFlow):
     floor: float | None = None
     amplitude_rate: AmplitudeRate = "map"
     modified_equation: bool = False
+    magnitude_sharpness: MagnitudeSharpness = "secant"
 
     def __check_init__(self):
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
@@ -118,6 +128,11 @@ class EdgeFlow(AbstractFlow):
             raise ValueError(
                 f"EdgeFlow: amplitude_rate must be 'map' or 'linear', got {self.amplitude_rate!r}."
             )
+        if self.magnitude_sharpness not in ("secant", "centre"):
+            raise ValueError(
+                "EdgeFlow: magnitude_sharpness must be 'secant' or 'centre', "
+                f"got {self.magnitude_sharpness!r}."
+            )
         if not isinstance(self.modified_equation, bool):
             raise TypeError(
                 f"EdgeFlow: modified_equation must be True or False, got {self.modified_equation!r}."
@@ -125,7 +140,9 @@ class EdgeFlow(AbstractFlow):
 
     @property
     def name(self) -> str:
-        return "edge" + ("_me" if self.modified_equation else "") + (f"_k{self.k}" if self.k > 1 else "")
+        me = "_me" if self.modified_equation else ""
+        centre = "_centre" if self.magnitude_sharpness == "centre" else ""
+        return "edge" + me + centre + (f"_k{self.k}" if self.k > 1 else "")
 
     @property
     def grads_per_eval(self) -> int:
@@ -186,6 +203,15 @@ class EdgeFlow(AbstractFlow):
         dU = HQ - Q @ jnp.triu(M) + (Q - U)
         r = jnp.diagonal(M) - 2  # (k,)
         amplitude = jnp.sqrt(jnp.sum(jnp.exp(2 * a)))
+        if self.magnitude_sharpness == "secant":
+            # The pair's odd remainder (g₊ − g₋)/2 − H(X)Y = O(|Y|³), projected on each
+            # direction per unit magnitude, where that magnitude resolves it (e^{aᵢ} above
+            # the probe distance d = √ε‖X‖); below it, the weight e^{aᵢ}/(e^{2aᵢ} + d²)
+            # fades the rounding noise of the difference out. k = 1: uᵀ(g₊ − g₋)/(2|Y|).
+            c = 0.5 * (G[0] - G[1]) - _hvps_apply(HQ, a) / lr  # (n,)
+            d = probe_distance(jnp.zeros((), X.dtype), X)
+            m = jnp.exp(a)  # (k,)
+            r = r + lr * (Q.T @ c) * m / (m**2 + d**2)
         da = floored_rate(growth_rate(r, self.amplitude_rate), a, self._log_floor(X, amplitude))
         return (dX, da, dU)
 
@@ -228,4 +254,5 @@ class EdgeFlow(AbstractFlow):
         out["floor"] = "eps" if self.floor is None else str(self.floor)
         out["amplitude_rate"] = self.amplitude_rate
         out["modified_equation"] = str(self.modified_equation)
+        out["magnitude_sharpness"] = self.magnitude_sharpness
         return out
