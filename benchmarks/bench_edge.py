@@ -147,7 +147,9 @@ def onset_flows(dtype):
         labelled(fo.EdgeFlow(amplitude_rate="linear"), "edge_linear"),
         fo.EdgeFlow(modified_equation=True),
         labelled(fo.EdgeFlow(floor=0), "edge_nofloor"),
-        labelled(fo.EdgeFlow(solver=diffrax.Tsit5(), stepsize_controller=TIGHT[dtype]), "edge_tight"),
+        labelled(
+            fo.EdgeFlow(solver=diffrax.Tsit5(), stepsize_controller=TIGHT[dtype]), "edge_tight"
+        ),
     )
 
 
@@ -160,9 +162,7 @@ def onset_part(results, seeds=(0, 1, 2, 3)):
             for seed in seeds:
                 t = time.time()
                 p = fo.problems.mlp_regression(seed=seed, dtype=getattr(jnp, dtype))
-                ds = fo.simulate(
-                    p, lr=0.1, steps=1000, flows=flows, eig_every=10, save_params=True
-                )
+                ds = fo.simulate(p, lr=0.1, steps=1000, flows=flows, eig_every=10, save_params=True)
                 g = gd_onset(ds)
                 row = {"dtype": dtype, "seed": seed, "gd_onset": g}
                 for flow in flows[1:]:
@@ -197,8 +197,18 @@ def onset_part(results, seeds=(0, 1, 2, 3)):
     print(
         table(
             rows,
-            ("dtype", "seed", "GD onset", "flow", "onset", "−GD", "centre/GF", "last 100",
-             "min |cos|", "grads/step"),
+            (
+                "dtype",
+                "seed",
+                "GD onset",
+                "flow",
+                "onset",
+                "−GD",
+                "centre/GF",
+                "last 100",
+                "min |cos|",
+                "grads/step",
+            ),
         )  # fmt: skip
     )
 

@@ -211,3 +211,17 @@ def test_more_directions_than_parameters_is_one_clear_sentence():
 def test_bad_floor_is_one_clear_sentence(floor):
     with pytest.raises(ValueError, match="EdgeFlow: floor must be a finite number >= 0"):
         fo.EdgeFlow(floor=floor)
+
+
+def test_cli_and_plot_know_edge(tmp_path, capsys):
+    from flowode.cli import main
+
+    out, png = tmp_path / "q.nc", tmp_path / "q.png"
+    args = ["run", "--problem", "quartic", "--steps", "20", "--flows", "gd,edge"]
+    assert main([*args, "-o", str(out), "--plot", str(png)]) == 0
+    ds = fo.load(out)
+    assert list(ds.flow.values) == ["gd", "midpoint", "edge"]
+    assert np.all(ds.oscillation_magnitude.sel(flow="edge") > 0)
+    assert png.stat().st_size > 10_000
+    assert "edge" in capsys.readouterr().out
+    assert fo.plot.STYLE["edge"]["label"] == "edge flow"

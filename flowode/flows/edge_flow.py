@@ -116,7 +116,9 @@ class EdgeFlow(AbstractFlow):
 
     def __check_init__(self):
         if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise ValueError(f"EdgeFlow: k (the number of directions) must be an integer >= 1, got {self.k!r}.")
+            raise ValueError(
+                f"EdgeFlow: k (the number of directions) must be an integer >= 1, got {self.k!r}."
+            )
         if self.floor is not None:
             ok = isinstance(self.floor, int | float) and not isinstance(self.floor, bool)
             if not ok or not math.isfinite(self.floor) or self.floor < 0:
