@@ -137,7 +137,8 @@ class EdgeFlow(AbstractFlow):
             )
         if not isinstance(self.modified_equation, bool):
             raise TypeError(
-                f"EdgeFlow: modified_equation must be True or False, got {self.modified_equation!r}."
+                "EdgeFlow: modified_equation must be True or False, "
+                f"got {self.modified_equation!r}."
             )
 
     @property
