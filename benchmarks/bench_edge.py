@@ -83,17 +83,24 @@ def cost_part(results):
     steps, lr = 1000, 0.1
     p = fo.problems.mlp_regression(seed=0)
     f, w0, data = p.flat_loss, p.flat_w0, p.data
+    tsit5 = diffrax.Tsit5()
     solvers = {
         "edge (default)": fo.EdgeFlow(),
-        "edge Ralston h=1": fo.EdgeFlow(
+        "edge, first order": fo.EdgeFlow(modified_equation=False),
+        "edge, Ralston h=1": fo.EdgeFlow(
             solver=diffrax.Ralston(), stepsize_controller=diffrax.ConstantStepSize(), dt0=1.0
         ),
-        "edge Heun rtol 1e-2": fo.EdgeFlow(
+        "edge, first order, Ralston h=1": fo.EdgeFlow(
+            modified_equation=False,
+            solver=diffrax.Ralston(),
+            stepsize_controller=diffrax.ConstantStepSize(),
+            dt0=1.0,
+        ),
+        "edge, Heun rtol 1e-2": fo.EdgeFlow(
             stepsize_controller=diffrax.PIDController(rtol=1e-2, atol=1e-4)
         ),
-        "edge Bosh3 rtol 1e-3": fo.EdgeFlow(solver=diffrax.Bosh3()),
-        "edge Tsit5 rtol 1e-4": fo.EdgeFlow(
-            solver=diffrax.Tsit5(), stepsize_controller=diffrax.PIDController(rtol=1e-4, atol=1e-6)
+        "edge, Tsit5 rtol 1e-4": fo.EdgeFlow(
+            solver=tsit5, stepsize_controller=diffrax.PIDController(rtol=1e-4, atol=1e-6)
         ),
     }
     processes = {
@@ -145,7 +152,7 @@ def onset_flows(dtype):
         fo.EdgeFlow(),
         fo.EdgeFlow(magnitude_sharpness="centre"),
         labelled(fo.EdgeFlow(amplitude_rate="linear"), "edge_linear"),
-        fo.EdgeFlow(modified_equation=True),
+        fo.EdgeFlow(modified_equation=False),
         labelled(fo.EdgeFlow(floor=0), "edge_nofloor"),
         labelled(
             fo.EdgeFlow(solver=diffrax.Tsit5(), stepsize_controller=TIGHT[dtype]), "edge_tight"
@@ -185,7 +192,7 @@ def onset_part(results, seeds=(0, 1, 2, 3)):
                             entry["min_alignment_after_onset"] = float(al.min())
                     row[label] = entry
                     rows.append(
-                        (dtype, seed, g, label, on, entry["onset_minus_gd"],
+                        (dtype, seed, g, label, str(on), str(entry["onset_minus_gd"]),
                          f"{entry['centre_ratio']:.3f}", f"{entry['centre_ratio_last100']:.3f}",
                          f"{entry.get('min_alignment_after_onset', float('nan')):.4f}",
                          f"{entry['grads_per_step']:.2f}")

@@ -37,13 +37,14 @@ def test_field_is_the_edge_ode(x64):
     gp, gm = jax.grad(_f)(X + Y), jax.grad(_f)(X - Y)
     Hu = hvp(_f, X, u)
     q = float(lr * jnp.vdot(u, Hu))
-    centre = fo.EdgeFlow(floor=0, amplitude_rate="linear", magnitude_sharpness="centre")
-    assert centre.name == "edge_centre"
+    first = dict(floor=0, amplitude_rate="linear", modified_equation=False)
+    centre = fo.EdgeFlow(**first, magnitude_sharpness="centre")
+    assert centre.name == "edge_fo_centre"
     dX, da, dU = centre.vector_field(_f, 0.0, y, lr, None)
     np.testing.assert_allclose(dX, -0.5 * lr * (gp + gm), rtol=1e-12)
     np.testing.assert_allclose(dU[:, 0], lr * Hu - q * u, rtol=1e-10, atol=1e-14)
     assert float(da[0]) == pytest.approx(q - 2, rel=1e-12)
-    secant = fo.EdgeFlow(floor=0, amplitude_rate="linear")
+    secant = fo.EdgeFlow(**first)
     dX_s, da_s, dU_s = secant.vector_field(_f, 0.0, y, lr, None)
     q_secant = float(lr * jnp.vdot(u, gp - gm) / (2 * 0.05))
     assert abs(q_secant - q) > 1e-3  # a real difference at |Y| = 0.05
@@ -55,15 +56,13 @@ def test_field_is_the_edge_ode(x64):
     _, da_tiny, _ = secant.vector_field(_f, 0.0, y_tiny, lr, None)
     assert float(da_tiny[0]) == pytest.approx(q - 2, rel=1e-9)
     lr_map = 2.1 / float(jnp.vdot(u, Hu))  # ηuᵀHu = 2.1
-    _, da_map, _ = fo.EdgeFlow(floor=0, magnitude_sharpness="centre").vector_field(
-        _f, 0.0, y, lr_map, None
-    )
+    _, da_map, _ = fo.EdgeFlow(
+        floor=0, magnitude_sharpness="centre", modified_equation=False
+    ).vector_field(_f, 0.0, y, lr_map, None)
     assert float(da_map[0]) == pytest.approx(np.log(1.1), rel=1e-12)
     # The modified equation adds −(η²/8)(H₊ + H₋)(g₊ + g₋) to the centre only.
-    me = fo.EdgeFlow(
-        floor=0, amplitude_rate="linear", modified_equation=True, magnitude_sharpness="centre"
-    )
-    assert fo.EdgeFlow(modified_equation=True).name == "edge_me"
+    me = fo.EdgeFlow(floor=0, amplitude_rate="linear", magnitude_sharpness="centre")
+    assert fo.EdgeFlow().name == "edge" and fo.EdgeFlow(modified_equation=False).name == "edge_fo"
     dX_me, da_me, dU_me = me.vector_field(_f, 0.0, y, lr, None)
     s = gp + gm
     correction = -(lr**2 / 8) * (hvp(_f, X + Y, s) + hvp(_f, X - Y, s))
@@ -77,7 +76,9 @@ def test_block_field_is_the_continuous_qr_iteration(x64):
     lr, X = 0.2, jnp.array([0.3, -0.2, 0.5, 0.1, 0.7])
     Q = jnp.linalg.qr(jax.random.normal(jax.random.key(3), (5, 3), jnp.float64))[0]
     a = jnp.log(jnp.array([0.1, 0.02, 1e-3]))
-    edge = fo.EdgeFlow(k=3, floor=0, amplitude_rate="linear", magnitude_sharpness="centre")
+    edge = fo.EdgeFlow(
+        k=3, floor=0, amplitude_rate="linear", magnitude_sharpness="centre", modified_equation=False
+    )
     assert fo.EdgeFlow(k=3).name == "edge_k3"
     dX, da, dU = edge.vector_field(_f, 0.0, (X, a, Q), lr, None)
     HQ = jnp.stack([lr * hvp(_f, X, Q[:, i]) for i in range(3)], axis=1)
@@ -109,19 +110,24 @@ def test_magnitude_grows_exactly_above_threshold_at_the_linearised_rate(x64, rat
         assert float(ds.alignment.sel(flow="edge")[-1]) == pytest.approx(1.0, abs=1e-10)
         es = ds.edge_sharpness.sel(flow="edge").values[-1]
         assert es == pytest.approx((2.0 + offset) / lr, rel=1e-10)
-        # Oracle counts: 2 gradients and 1 HVP per evaluation.
+        # Oracle counts: 2 gradients and 1 HVP per evaluation, 2 HVPs more for the
+        # modified equation's term.
         n_grad, n_hvp = int(ds.n_grad.sel(flow="edge")), int(ds.n_hvp.sel(flow="edge"))
-        assert n_grad == 2 * n_hvp > 0 and int(ds.n_third.sel(flow="edge")) == 0
+        assert 3 * n_grad == 2 * n_hvp > 0 and int(ds.n_third.sel(flow="edge")) == 0
 
 
 def test_magnitude_settles_on_its_floor_below_threshold(x64):
     lam, c = jnp.asarray([19.0, 3.0]), jnp.asarray([3.0, 4.0])
     loss = lambda w, d: 0.5 * jnp.sum(d[0] * (w - d[1]) ** 2)  # noqa: E731
     p = fo.Problem(loss, 1.5 * c, name="shifted", data=(lam, c))
-    ds = fo.simulate(p, lr=0.1, steps=400, flows=(fo.EdgeFlow(floor=1e-6),), eig_every=400)
-    m = ds.oscillation_magnitude.sel(flow="edge").values
+    edge = fo.EdgeFlow(floor=1e-6, modified_equation=False)
+    ds = fo.simulate(p, lr=0.1, steps=400, flows=(edge,), eig_every=400)
+    m = ds.oscillation_magnitude.sel(flow="edge_fo").values
     assert m.min() > 0.9e-6 * 5.0
     np.testing.assert_allclose(m[-50:], 1e-6 * 5.0, rtol=1e-3)  # floor·‖w‖, ‖w‖ → ‖c‖ = 5
+    # Oracle counts of the first-order flow: 2 gradients and 1 HVP per evaluation.
+    n_grad, n_hvp = int(ds.n_grad.sel(flow="edge_fo")), int(ds.n_hvp.sel(flow="edge_fo"))
+    assert n_grad == 2 * n_hvp > 0
 
 
 def test_edge_tracks_gd_on_self_stabilising_quartic(x64):

@@ -8,32 +8,46 @@ tracking a top Hessian eigenvector by Rayleigh-quotient dynamics, (iii) a magnit
 growing or decaying exponentially as the sharpness is above or below 2/η, at a cost of
 two gradients and one Hessian-vector product per step. The derivation reuses rod flow's
 (DESIGN §2.4, `rod_flow.py`): GD's iterates are w_k = X + (−1)^k Y, and restricting the
-half-length to Y = e^a u along a unit eigen-direction u gives
+half-length to Y = e^a u along a unit eigen-direction u gives, with g± = ∇L(X ± Y),
 
-    dX/dt = −(η/2)[∇L(X + Y) + ∇L(X − Y)]        (= −η∇_X L_sym(X, Y), (i))
-    du/dt = ηH(X)u − (uᵀηH(X)u)u                   (Rayleigh-quotient ascent, (ii))
-    da/dt = ρ(uᵀηH(X)u − 2)                        (floored smoothly, (iii))
+    dX/dt = −(η/2)(g₊ + g₋) − (η²/8)(H₊ + H₋)(g₊ + g₋)     (i)
+    du/dt = ηH(X)u − (uᵀηH(X)u)u                           (ii)
+    da/dt = ρ(ηq − 2),  floored smoothly                   (iii)
 
-with L_sym(X, Y) = ½[L(X+Y) + L(X−Y)]. It differs from rod flow in (ii)-(iii): the
-direction and magnitude are driven by the exact HVP at the centre, not by the secant
-(g₊ − g₋)/(2|Y|) along the rod, so u is a continuous power iteration on H(X) at any |Y|
-and the magnitude's threshold is exactly ηuᵀH(X)u = 2: the sharpness at the centre.
-Sharpness stabilises by feedback: a grows while ηS(X) > 2, the pair X ± Y then makes
-the centre descend ½YᵀHY ≈ ½e^{2a}S, which lowers S(X) until a decays again, so ηS(X)
-oscillates about 2 (central flow pins it there). One evaluation costs the vmapped pair
-of gradients and k HVPs. Prediction of GD's iterate: X + (−1)^k Y, the phase included.
+(i) is −η∇_X L_sym(X, Y), L_sym = ½[L(X+Y) + L(X−Y)], plus the map's O(η²) backward-
+error term (the "modified" gradient flow; derived in `rod_flow.py`); (ii) is Rayleigh-
+quotient ascent, a continuous power iteration with the exact HVP at the centre, so it
+finds the top eigenvector at any |Y|; (iii) grows exactly when ηq > 2, with q the
+sharpness along the oscillation. One evaluation costs the vmapped pair of gradients and
+one HVP (two HVPs more for the O(η²) term). Prediction of GD's iterate: X + (−1)^k Y,
+the phase included.
+
+**Which sharpness drives the magnitude** (`magnitude_sharpness`). "centre", q = uᵀH(X)u,
+is the prototype the issue describes. On the softening quartic it has no damping: centre
+and magnitude form a Lotka–Volterra pair (ȧ linear in the centre, the centre's drift
+linear in e^{2a}) and cycle for ever around GD's fixed point, 0.15 away from GD's
+iterates (tests/test_edge_flow.py). "secant" (default) is the sharpness GD's period-2 map
+sees along Y: q = uᵀ(g₊ − g₋)/(2|Y|), from the pair already taken. It equals uᵀH(X)u to
+O(|Y|²) and adds the O(|Y|²)∇⁴L softening, which damps the cycle: the flow settles on
+GD's orbit (distance 1e-6). It is blended into uᵀH(X)u where |Y| is under √ε‖X‖ (the
+probe distance of `_rod_state`), where the difference of gradients is rounding noise.
+The threshold ηq = 2 at the onset is the same. On the MLP both agree to 0.003 in the
+centre ratio. For k > 1 each magnitude takes its direction's projection of the pair's
+odd remainder (g₊ − g₋)/2 − H(X)Y per unit magnitude.
 
 **Onset.** As for the rod (`_rod_state`), a is a log-magnitude with a smooth floor at
 `floor`·‖w‖ (default: the dtype's ε, GD's own rounding), so the magnitude neither
 underflows nor loses its direction before the onset, and growth starts from the seed
-GD has. The HVP is exact at any magnitude, so no probe distance is needed: where
-X ± Y rounds to X the centre's pair is 2∇L(X), which is right.
+GD has. Without it (`floor=0`) the flow entered EOS 390-530 steps after GD or never.
 
-**Amplitude rate.** ρ(r) = ln(1 + r) ("map", the exact period-2 rate per step of GD
-along an eigenvector) or r ("linear"); both vanish at r = 0.
-
-**Modified equation.** `modified_equation=True` adds the centre's O(η²) backward-error
-term −(η²/8)(H₊ + H₋)(g₊ + g₋) of rod flow (see `rod_flow.py`), for two HVPs more.
+**Defaults, measured** by benchmarks/bench_edge.py (MLP-433, η = 0.1, seeds 0-3, float32
+and float64, 1000 steps; benchmarks/README.md): the O(η²) term brought the centre closer
+to GD's midpoint on 7 of 8 runs (float32: 0.058, 0.014, 0.021, 0.018 of gradient flow's
+distance against 0.215, 0.029, 0.032, 0.021 without) and the onset closer to GD's on all
+8 (2-10 steps early against 6-13), so `modified_equation=True` is the default, at about
+twice the wall time (the term also makes the centre stiffer: ηλ + (ηλ)²/2 = 4 at the
+edge). "map" rate (ln(1 + r), GD's exact period-2 rate) entered EOS 2-10 steps before
+GD, "linear" 12-17. Heun with a PID controller matched Tsit5 at rtol 1e-6/1e-8.
 
 **Several directions (k > 1).** U is an n×k block with one log-magnitude per column and
 Y = Σᵢ e^{aᵢ}uᵢ (all columns flip together, as GD's period-2 components do). Its
@@ -42,11 +56,9 @@ dynamics are the continuous QR (Sanger / Oja) power iteration
     dU/dt = ηH(X)U − U·triu(Uᵀ ηH(X) U),
 
 whose column i is column i's Rayleigh-quotient ascent made orthogonal to columns < i,
-so the columns converge to the top k eigenvectors in order (the Rayleigh–Ritz values
-diag(UᵀηHU) drive the magnitudes); k = 1 is (ii). U is orthonormalised before use and
-pulled back to its orthonormalisation at rate 1.
-
-**Solver.** Chosen by benchmarks/bench_edge.py (benchmarks/README.md).
+so the columns converge to the top k eigenvectors in order, with the Rayleigh–Ritz
+values diag(UᵀηHU) as their sharpnesses; k = 1 is (ii). U is orthonormalised before
+use and pulled back to its orthonormalisation at rate 1 (as the rod's u).
 """
 
 import math
@@ -96,9 +108,12 @@ class EdgeFlow(AbstractFlow):
     - `floor`: the smallest magnitude, relative to the iterate's norm; None (default) is
       the dtype's machine ε, GD's own rounding; 0 is exact arithmetic.
     - `amplitude_rate`: "map" (ln(1 + r)) or "linear" (r).
-    - `modified_equation`: the centre's O(η²) term (two HVPs more per evaluation).
+    - `modified_equation`: the centre's O(η²) term (default; two HVPs more per
+      evaluation). False: the first-order flow, 2 gradients and 1 HVP per evaluation.
+    - `magnitude_sharpness`: "secant" (default) or "centre" (see the module docstring).
 
-    Named "edge" ("edge_me" with the modified equation, "edge_k2" for k = 2, ...).
+    Named "edge"; a non-default setting adds to the name ("edge_fo" first order,
+    "edge_centre", "edge_k2" for k = 2, ...), so variants can run side by side.
     """
 
     solver: diffrax.AbstractSolver = diffrax.Heun()
@@ -111,7 +126,7 @@ class EdgeFlow(AbstractFlow):
     k: int = 1
     floor: float | None = None
     amplitude_rate: AmplitudeRate = "map"
-    modified_equation: bool = False
+    modified_equation: bool = True
     magnitude_sharpness: MagnitudeSharpness = "secant"
 
     def __check_init__(self):
@@ -143,7 +158,7 @@ class EdgeFlow(AbstractFlow):
 
     @property
     def name(self) -> str:
-        me = "_me" if self.modified_equation else ""
+        me = "" if self.modified_equation else "_fo"
         centre = "_centre" if self.magnitude_sharpness == "centre" else ""
         return "edge" + me + centre + (f"_k{self.k}" if self.k > 1 else "")
 
