@@ -14,8 +14,8 @@ Parts (`python bench_edge.py [cost] [onset] [peak] [kdir]`, all by default):
    "centre" magnitude sharpness (the prototype), the "linear" rate, the modified
    equation, no floor, and a tight solver.
 3. peak: ηS at each process's point, every step, on the MLP (η = 0.1, 1000 steps) and the
-   digits MLP (η = 0.6, 600 steps): its peak at the onset (max over steps up to GD's onset
-   + 100) and the step of that peak, for GD, rod and edge flow (central: pinned at 2).
+   digits MLP (η = 0.6, 700 steps): its peak at the onset (max over steps up to GD's onset
+   + 100, GD's onset counted after step 100) and the step of that peak, for GD, rod and edge flow (central: pinned at 2).
 4. kdir: a three-output MLP (`mlp_regression(d_out=3)`, η = 0.1, 2000 steps), where
    three eigenvalues reach 2/η: the centre's distance to GD's midpoint over gradient
    flow's, at the end and averaged over the last 500 steps, for central, rod and edge
@@ -53,11 +53,12 @@ def labelled(flow, label):
     return cls(**fields)
 
 
-def gd_onset(ds):
+def gd_onset(ds, after=0):
+    """GD's onset: the first step past `after` where half its second difference is > 1e-2."""
     w = ds.params.sel(flow="gd").values
     half_second_difference = np.linalg.norm(w[2:] - 2 * w[1:-1] + w[:-2], axis=1) / 4
-    above = half_second_difference > 1e-2
-    return int(np.argmax(above)) + 1 if above.any() else None
+    above = np.nonzero(half_second_difference[after:] > 1e-2)[0]
+    return int(above[0]) + after + 1 if above.size else None
 
 
 def flow_onset(ds, label):
@@ -228,17 +229,19 @@ def peak_part(results):
     rows = []
     cases = (
         ("mlp", lambda: fo.problems.mlp_regression(seed=0), 0.1, 1000),
-        ("digits-mlp", lambda: fo.problems.digits_mlp(), 0.6, 600),
+        ("digits-mlp", lambda: fo.problems.digits_mlp(), 0.6, 700),
     )
     for name, make, lr, steps in cases:
         ds = fo.simulate(
             make(), lr=lr, steps=steps, flows=("rod", "edge"), eig_every=1, save_params=True
         )
-        g = gd_onset(ds)
+        fo.save(ds, OUT.with_name(f"edge_peak_{name}.nc"))  # for a second look (not committed)
+        g = gd_onset(ds, after=100)  # (the digits MLP's first steps are large: skip them)
+        cross = int(np.argmax(lr * ds.sharpness.sel(flow="gd").values > 2))
         row = {"problem": name, "lr": lr, "gd_onset": g}
         for label in ("gd", "rod", "edge"):
             s = lr * ds.sharpness.sel(flow=label).values
-            window = s[: g + 101]
+            window = s[: max(g, cross) + 101]
             i = int(np.nanargmax(window))
             first = int(np.argmax(s > 2))
             row[label] = {"peak": float(window[i]), "peak_step": i, "first_above_2": first,
@@ -265,8 +268,12 @@ def kdir_part(results):
     t = time.time()
     ds = fo.simulate(p, lr=lr, steps=steps, flows=flows, eig_k=3, eig_every=10)
     print(f"({time.time() - t:.0f} s)", flush=True)
-    eigs = lr * ds.eigs.sel(flow="gd").dropna("step")
-    at = [int(eigs.step[np.argmax(eigs.isel(eig=i).values > 1.95)]) for i in range(3)]
+    fo.save(ds, OUT.with_name("edge_kdir.nc"))  # for a second look (not committed)
+    eigs = lr * ds.eigs.sel(flow="gd").isel(eig=slice(0, 3)).dropna("step", how="any")
+    at = []
+    for i in range(3):
+        above = np.nonzero(eigs.isel(eig=i).values > 1.95)[0]
+        at.append(int(eigs.step[above[0]]) if above.size else None)
     out = {"lr": lr, "steps": steps, "gd_eig_reaches_1.95_at": at}
     rows = []
     for label in ("gradient", "central", "rod", "edge", "edge_k2", "edge_k3"):

@@ -47,7 +47,7 @@ distance against 0.215, 0.029, 0.032, 0.021 without) and the onset closer to GD'
 8 (2-10 steps early against 6-13), so `modified_equation=True` is the default, at about
 twice the wall time (the term also makes the centre stiffer: ηλ + (ηλ)²/2 = 4 at the
 edge). "map" rate (ln(1 + r), GD's exact period-2 rate) entered EOS 2-10 steps before
-GD, "linear" 12-17. Heun with a PID controller matched Tsit5 at rtol 1e-6/1e-8.
+GD, "linear" 10-13. Heun with a PID controller matched Tsit5 at rtol 1e-6/1e-8.
 
 **Several directions (k > 1).** U is an n×k block with one log-magnitude per column and
 Y = Σᵢ e^{aᵢ}uᵢ (all columns flip together, as GD's period-2 components do). Its
