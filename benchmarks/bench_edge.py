@@ -15,7 +15,8 @@ Parts (`python bench_edge.py [cost] [onset] [peak] [kdir]`, all by default):
    equation, no floor, and a tight solver.
 3. peak: ηS at each process's point, every step, on the MLP (η = 0.1, 1000 steps) and the
    digits MLP (η = 0.6, 700 steps): its peak at the onset (max over steps up to GD's onset
-   + 100, GD's onset counted after step 100) and the step of that peak, for GD, rod and edge flow (central: pinned at 2).
+   + 100, GD's onset counted after step 100) and the step of that peak, for GD, rod and
+   edge flow (central flow pins it at 2).
 4. kdir: a three-output MLP (`mlp_regression(d_out=3)`, η = 0.1, 2000 steps), where
    three eigenvalues reach 2/η: the centre's distance to GD's midpoint over gradient
    flow's, at the end and averaged over the last 500 steps, for central, rod and edge
