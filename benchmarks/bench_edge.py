@@ -11,10 +11,10 @@ Parts (`python bench_edge.py [cost] [onset] [peak] [kdir]`, all by default):
    |w_{k+1} − 2w_k + w_{k−1}|/4 > 1e-2) against each edge variant's (first step after 100
    with magnitude > 1e-2) and the rod's, the centre ratio at step 1000, and the alignment
    of u with the observer's top eigenvector after the onset. Variants: the default, the
-   "centre" magnitude sharpness (the prototype), the "linear" rate, the modified
-   equation, no floor, and a tight solver.
+   "centre" magnitude sharpness (the prototype), the "linear" rate, the first-order
+   flow (no O(η²) term), no floor, and a tight solver.
 3. peak: ηS at each process's point, every step, on the MLP (η = 0.1, 1000 steps) and the
-   digits MLP (η = 0.6, 700 steps): its peak at the onset (max over steps up to GD's onset
+   digits MLP (η = 0.6, 1000 steps): its peak at the onset (max over steps up to GD's onset
    + 100, GD's onset counted after step 100) and the step of that peak, for GD, rod and
    edge flow (central flow pins it at 2).
 4. kdir: a three-output MLP (`mlp_regression(d_out=3)`, η = 0.1, 2000 steps), where
@@ -225,14 +225,16 @@ def onset_part(results, seeds=(0, 1, 2, 3)):
 # -- 3. peak sharpness at the onset ----------------------------------------------------
 
 
-def peak_part(results):
-    results["peak"] = []
+def peak_part(results, only=None):
+    results.setdefault("peak", [])
     rows = []
     cases = (
         ("mlp", lambda: fo.problems.mlp_regression(seed=0), 0.1, 1000),
-        ("digits-mlp", lambda: fo.problems.digits_mlp(), 0.6, 700),
+        ("digits-mlp", lambda: fo.problems.digits_mlp(), 0.6, 1000),
     )
     for name, make, lr, steps in cases:
+        if only is not None and name != only:
+            continue
         ds = fo.simulate(
             make(), lr=lr, steps=steps, flows=("rod", "edge"), eig_every=1, save_params=True
         )
@@ -246,14 +248,15 @@ def peak_part(results):
             i = int(np.nanargmax(window))
             first = int(np.argmax(s > 2))
             row[label] = {"peak": float(window[i]), "peak_step": i, "first_above_2": first,
-                          "mean_last_100": float(np.nanmean(s[-100:]))}  # fmt: skip
+                          "mean_last_100": float(np.nanmean(s[-100:])),
+                          "onset": g if label == "gd" else flow_onset(ds, label)}  # fmt: skip
             if label == "edge":
                 e = lr * ds.edge_sharpness.sel(flow=label).values[: g + 101]
                 row[label]["peak_uHu"] = float(np.nanmax(e))
             rows.append((name, label, g, first, f"{window[i]:.3f}", i,
                          f"{row[label]['mean_last_100']:.3f}"))  # fmt: skip
             print(rows[-1], flush=True)
-        results["peak"].append(row)
+        results["peak"] = [r for r in results["peak"] if r["problem"] != name] + [row]
         save(results)
     print(table(rows, ("problem", "process", "GD onset", "ηS > 2 at", "peak ηS", "at step",
                        "mean ηS, last 100")))  # fmt: skip
@@ -298,16 +301,16 @@ def kdir_part(results):
 
 
 def main():
-    parts = sys.argv[1:] or ["cost", "onset", "peak", "kdir"]
+    parts = sys.argv[1:] or ["cost", "onset", "peak", "kdir"]  # "peak:digits-mlp": one problem
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     results["machine"] = (
         f"{platform.machine()}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
         f"jax {jax.__version__}, flowode {fo.__version__}"
     )
     for part in parts:
-        {"cost": cost_part, "onset": onset_part, "peak": peak_part, "kdir": kdir_part}[part](
-            results
-        )
+        part, _, only = part.partition(":")
+        run = {"cost": cost_part, "onset": onset_part, "peak": peak_part, "kdir": kdir_part}[part]
+        run(results, only) if only else run(results)
     save(results)
 
 

@@ -67,7 +67,7 @@ def main():
             ax.semilogy(c.step, np.maximum(c, 1e-8), **{**STYLE[flow], "ls": "--", "lw": 1.0,
                                                          "label": None})  # fmt: skip
         ax.axvline(onset, color="0.6", lw=0.8, ls="--")
-        ax.set(xlabel="step", ylabel="distance")
+        ax.set(xlabel="step", ylabel="distance", ylim=(1e-3, None))
         ax.legend(
             fontsize=8, title="solid: ‖ŵ − w_GD‖;  dashed: ‖centre − w*_GD‖", title_fontsize=8
         )
