@@ -91,11 +91,6 @@ def _hvps(f, X: Float[Array, " n"], Q: Float[Array, "n k"], data) -> Float[Array
     return jax.vmap(hvp, in_axes=1, out_axes=1)(Q)
 
 
-def _hvps_apply(HQ: Float[Array, "n k"], a: Float[Array, " k"]) -> Float[Array, " n"]:
-    """HY = (HQ)e^a, from the HVPs already taken."""
-    return HQ @ jnp.exp(a)
-
-
 class EdgeFlow(AbstractFlow):
     """Edge Flow's centre X, k orthonormal directions U and log-magnitudes a, from GD's start.
 
@@ -226,9 +221,9 @@ class EdgeFlow(AbstractFlow):
             # direction per unit magnitude, where that magnitude resolves it (e^{aᵢ} above
             # the probe distance d = √ε‖X‖); below it, the weight e^{aᵢ}/(e^{2aᵢ} + d²)
             # fades the rounding noise of the difference out. k = 1: uᵀ(g₊ − g₋)/(2|Y|).
-            c = 0.5 * (G[0] - G[1]) - _hvps_apply(HQ, a) / lr  # (n,)
-            d = probe_distance(jnp.zeros((), X.dtype), X)
             m = jnp.exp(a)  # (k,)
+            c = 0.5 * (G[0] - G[1]) - (HQ @ m) / lr  # (n,); H(X)Y from the HVPs taken
+            d = probe_distance(jnp.zeros((), X.dtype), X)
             r = r + lr * (Q.T @ c) * m / (m**2 + d**2)
         da = floored_rate(growth_rate(r, self.amplitude_rate), a, self._log_floor(X, amplitude))
         return (dX, da, dU)
