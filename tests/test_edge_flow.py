@@ -168,6 +168,7 @@ def _check_mlp(ds, max_ratio):
     assert float(alignment.dropna("step").min()) >= 0.99
 
 
+@pytest.mark.slow  # about 50 s, mostly compiling
 def test_edge_on_mlp_past_eos():
     p = fo.problems.mlp_regression(seed=2)
     ds = fo.simulate(
