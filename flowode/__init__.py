@@ -1,6 +1,6 @@
 """flowode: ODE models of gradient descent at the edge of stability.
 
-`simulate` runs GD and its flows (gradient, central, rod) side by side on any JAX
+`simulate` runs GD and its flows (gradient, central, rod, edge) side by side on any JAX
 loss and returns every trajectory as one xarray Dataset.
 """
 
@@ -21,6 +21,7 @@ from .flows import (
     AbstractFlow as AbstractFlow,
     AbstractProcess as AbstractProcess,
     CentralFlow as CentralFlow,
+    EdgeFlow as EdgeFlow,
     GradientDescent as GradientDescent,
     GradientFlow as GradientFlow,
     RodFlow as RodFlow,

@@ -56,6 +56,13 @@ DESCRIPTIONS = {
     "n_tracked": "central: number of eigenvalues with lr*lambda >= track_threshold",
     "sdcp_residual": "central: scale-free natural residual of the SDCP solve",
     "rod_length": "rod: |Y|, half the distance between consecutive predicted iterates",
+    "oscillation_magnitude": "edge: |Y| = e^a, the oscillation's half-amplitude (k > 1: "
+    "sqrt(sum e^(2 a_i)))",
+    "edge_magnitudes": "edge, k > 1: e^(a_i), the magnitude along each direction",
+    "edge_sharpness": "edge: u^T H u at the centre along its direction, raw (k > 1: the "
+    "largest u_i^T H u_i)",
+    "alignment": "edge: |u^T u1|, its direction against the observer's top eigenvector "
+    "(k > 1: the norm of u1's projection on span(U))",
     "oscillation_u1": "(u1^T (w - centre))^2: squared oscillation along the top eigenvector",
 }
 

@@ -19,11 +19,12 @@ from ._version import __version__
 from .flows import (
     AbstractProcess,
     CentralFlow,
+    EdgeFlow,
     GradientDescent,
     GradientFlow,
     RodFlow,
 )
-from .optimisers import GD, AbstractOptimiser, check_schedule
+from .optimisers import GD, AbstractOptimiser, check_schedule, threshold_value
 
 FLOWS: dict[str, Callable[[], AbstractProcess]] = {
     "gd": GradientDescent,
@@ -32,6 +33,7 @@ FLOWS: dict[str, Callable[[], AbstractProcess]] = {
     "rod": RodFlow,
     "gradient_me": functools.partial(GradientFlow, modified_equation=True),
     "rod_me": functools.partial(RodFlow, modified_equation=True),
+    "edge": EdgeFlow,
 }
 
 # Central flow's `gd_variance`: GD's squared deviation along Σ's eigenvectors, averaged
@@ -408,7 +410,7 @@ def _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk) -> dict
         "lr": hyper["lr"],
         "optimizer": type(opt).__name__,
         "reference": opt.name,
-        "threshold": float(np.asarray(opt.threshold)),
+        "threshold": threshold_value(opt),
         "steps": int(steps),
         "problem": problem.name,
         "n_params": problem.n_params,

@@ -92,7 +92,7 @@ def _run_one(name, lr, steps, flows, out, png, optimizer="gd", hyper=None, **kwa
 def _demo(args):
     outdir = Path(args.outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    flows = ("gd", "gradient", "central", "rod")
+    flows = ("gd", "gradient", "central", "rod", "edge")
     for name, steps in (("quartic", 300), ("mlp", 1000)):
         _run_one(name, None, steps, flows, outdir / f"{name}.nc", outdir / f"{name}.png")
 

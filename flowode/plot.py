@@ -11,6 +11,7 @@ STYLE = {
     "gradient": dict(color="tab:red", lw=1.6, label="gradient flow"),
     "central": dict(color="tab:blue", lw=1.6, label="central flow"),
     "rod": dict(color="tab:green", lw=1.6, label="rod flow"),
+    "edge": dict(color="tab:purple", lw=1.6, label="edge flow"),
 }
 
 

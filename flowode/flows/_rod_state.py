@@ -1,19 +1,21 @@
 """A vector carried as a log-amplitude and a unit direction, with a floor at the dtype's resolution.
 
-Rod flow's half-length Y (and a later Edge Flow's magnitude along its eigen-direction)
+Rod flow's half-length Y (and Edge Flow's magnitudes along its eigen-directions)
 decays like exp(−∫(2 − ηS) dt) below the edge of stability: far below any dtype's
 resolution long before the onset. Stored as a vector it underflows, and once it is under
 half an ulp of the centre X, X ± Y rounds to X and its direction is lost for good. Stored
 as Y = e^a u with |u| = 1, neither happens: a is an ordinary number and u keeps its
 direction at any size. These helpers hold what such flows share: the growth rate of a,
 its smooth floor, the probe distance at which a difference of gradients still resolves
-a Hessian-vector product, and the start from a vector.
+a Hessian-vector product, the start from a vector, an orthonormal block of k directions
+(Edge Flow's k > 1), and the pair of gradients at the rod's two ends.
 """
 
 from typing import Literal
 
+import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Scalar
+from jaxtyping import Array, Float, PyTree, Scalar
 
 AmplitudeRate = Literal["map", "linear"]
 
@@ -22,6 +24,27 @@ def unit(u: Float[Array, " n"]) -> tuple[Float[Array, " n"], Scalar]:
     """u/|u| and |u|. The field normalises u before use, so solver drift in |u| is harmless."""
     norm = jnp.linalg.norm(u)
     return u / norm, norm
+
+
+def orthonormal(U: Float[Array, "n k"]) -> Float[Array, "n k"]:
+    """The block's Gram–Schmidt orthonormalisation, each column keeping its orientation.
+
+    QR with the signs of R's diagonal moved into Q: column j is the unit part of U's column
+    j orthogonal to columns < j. For k = 1 it is `unit(u)[0]`.
+    """
+    if U.shape[1] == 1:
+        return U / jnp.linalg.norm(U)
+    Q, R = jnp.linalg.qr(U)  # (n, k), (k, k)
+    signs = jnp.where(jnp.diagonal(R) < 0, -1.0, 1.0).astype(U.dtype)  # (k,)
+    return Q * signs
+
+
+def pair_grads(
+    f, X: Float[Array, " n"], d: Float[Array, " n"], data: PyTree
+) -> Float[Array, "2 n"]:
+    """∇L(X + d) and ∇L(X − d) as one vmapped batch: (2, n)."""
+    ends = jnp.stack([X + d, X - d])  # (2, n)
+    return jax.vmap(jax.grad(f), in_axes=(0, None))(ends, data)
 
 
 def growth_rate(r: Scalar, kind: AmplitudeRate) -> Scalar:

@@ -80,15 +80,10 @@ from ._rod_state import (
     from_vector,
     growth_rate,
     log_floor,
+    pair_grads as _pair_grads,
     probe_distance,
     unit,
 )
-
-
-def _pair_grads(f, X, d, data):
-    """∇L(X + d) and ∇L(X − d) as one vmapped batch: (2, n)."""
-    ends = jnp.stack([X + d, X - d])
-    return jax.vmap(jax.grad(f), in_axes=(0, None))(ends, data)
 
 
 class RodFlow(AbstractFlow):

@@ -118,7 +118,7 @@ class AbstractOptimiser(eqx.Module):
             elif isinstance(value, bool | str):
                 out[field] = str(value)
             else:
-                out[field] = float(np.asarray(value))
+                out[field] = float(_shortest(value))
         return out
 
     def astype(self, dtype) -> "AbstractOptimiser":
@@ -141,6 +141,18 @@ def relax(beta: Array, target: Array, x: Array) -> tuple[Array, Array]:
     fast = beta == 0
     rate = (1 - beta) / jnp.where(fast, 1, beta)
     return jnp.where(fast, target, x), jnp.where(fast, 0, rate * (target - x))
+
+
+def _shortest(x: Any) -> Any:
+    """A float hyper-parameter as the float64 of its shortest decimal (0.99, not 0.9900000095)."""
+    if isinstance(x, jax.Array | np.ndarray) and jnp.issubdtype(x.dtype, jnp.floating):
+        return np.float64(np.format_float_positional(np.asarray(x)[()], unique=True))
+    return x
+
+
+def threshold_value(optimiser: AbstractOptimiser) -> float:
+    """The threshold as a Python float, from the hyper-parameters as the user wrote them."""
+    return float(jax.tree_util.tree_map(_shortest, optimiser).threshold)
 
 
 def check_lr(owner: str, lr: Any):
