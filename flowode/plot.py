@@ -15,7 +15,12 @@ STYLE = {
 }
 
 
+DISCRETE = ("gd", "heavy_ball", "nesterov", "rmsprop", "adam")  # drawn as GD is
+
+
 def _style(flow: str) -> dict:
+    if flow in DISCRETE:
+        return {**STYLE["gd"], "label": "GD" if flow == "gd" else flow}
     return STYLE.get(flow, dict(lw=1.4, label=flow))
 
 
@@ -53,6 +58,8 @@ def sharpness(ds: xr.Dataset, ax=None):
         ax.plot(ds.step[ok], s[ok], **_style(flow))
     threshold = float(ds.attrs.get("threshold", 2.0))
     ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}", zorder=0)
+    top = np.nanmax(ds.effective_sharpness.where(ds.flow != "midpoint").values, initial=0)
+    ax.set_ylim(0, min(max(top, threshold) * 1.05, 3 * threshold))  # spikes, e.g. ν₀ = 0
     ax.set(xlabel="step", ylabel="λ₁(P⁻¹H)  (ηλ₁ for GD)", title="preconditioned sharpness")
     ax.legend(fontsize=7)
     return ax

@@ -200,7 +200,11 @@ class CentralFlow(AbstractFlow):
         beta2 = opt.beta2
         c = (1 - beta2 ** (t + 1)) if opt.bias_correction else jnp.ones((), z.dtype)
         root = jnp.sqrt(nu / c)
-        q = -(1 - beta2) / beta2 / (4 * c * root * (root + opt.eps))
+        # At ν = 0 (a coordinate the loss does not see, e.g. a dead input) s does not move.
+        live = root > 0
+        q = jnp.where(live, -(1 - beta2) / beta2, 0) / (
+            4 * c * jnp.where(live, root * (root + opt.eps), 1)
+        )
         g_w = jax.grad(f_s)(z, data) / s
         avg = (lambda v: jnp.mean(v, axis=0)) if opt.scalar else (lambda v: v)
 
