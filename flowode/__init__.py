@@ -16,6 +16,7 @@ from ._sdcp import (
 )
 from ._simulate import FLOWS as FLOWS, simulate as simulate
 from ._spectral import hvp as hvp, third_contraction as third_contraction, top_eigs as top_eigs
+from ._sweep import sweep as sweep
 from ._version import __version__ as __version__
 from .flows import (
     AbstractFlow as AbstractFlow,

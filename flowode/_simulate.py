@@ -24,7 +24,7 @@ from .flows import (
     GradientFlow,
     RodFlow,
 )
-from .optimisers import GD, AbstractOptimiser, check_schedule, threshold_value
+from .optimisers import GD, AbstractOptimiser, check_scalar, check_schedule, threshold_value
 
 FLOWS: dict[str, Callable[[], AbstractProcess]] = {
     "gd": GradientDescent,
@@ -390,6 +390,7 @@ def _optimiser(lr, optimizer) -> AbstractOptimiser:
                 "optimizer must be a flowode optimiser (fo.GD, fo.HeavyBall, fo.Nesterov, "
                 f"fo.RMSProp, fo.Adam), got {optimizer!r}."
             )
+        check_scalar(optimizer)
         return optimizer
     if lr is None:
         raise ValueError("simulate needs lr= (plain GD) or optimizer=.")

@@ -4,9 +4,11 @@ Each row: train loss (discrete optimiser, its stable flow, predicted loss), the
 preconditioned sharpness λ₁(P⁻¹H) against the optimiser's threshold (2 for RMSProp,
 (2 + 2β₁)/(1 − β₁) for Adam), and the stable flow's distance to the discrete iterates.
 The discrete optimisers rise to their thresholds and hover there (adaptive EOS, Cohen
-et al. 2022); the stable flow, which has no oscillation, goes on past it and drifts away;
-RMSProp's central flow holds λ₁(P⁻¹H) at 2 and predicts the time-averaged loss. (Central
-and rod flows for Adam are not built yet.)
+et al. 2022); the stable flow, which has no oscillation, goes on past it and drifts away
+(RMSProp's stable flow turns so stiff past it that its solver stops, at its step limit,
+near step 470). RMSProp's central flow holds λ₁(P⁻¹H) at 2; its predicted loss follows
+RMSProp's oscillating loss and its own loss that of RMSProp's midpoint process, while its
+distance to RMSProp's iterates grows to O(1). (Central and rod flows for Adam are not built yet.)
 Writes fig9_adaptive.png.
 """
 

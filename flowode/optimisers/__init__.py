@@ -2,6 +2,7 @@
 
 from ._base import (
     AbstractOptimiser as AbstractOptimiser,
+    check_scalar as check_scalar,
     check_schedule as check_schedule,
     threshold_value as threshold_value,
 )

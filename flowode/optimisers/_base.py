@@ -31,27 +31,43 @@ def hyper(value: Any) -> Any:
     return jnp.asarray(value)
 
 
-def concrete(x: Any) -> float | None:
-    """x as a float, or None where it is traced (checked by the caller's caller)."""
+def concrete(x: Any) -> np.ndarray | None:
+    """x's values, or None where it is traced (checked by the caller's caller).
+
+    A hyper-parameter is a number; a sequence of numbers (one axis) is a sweep's values,
+    which `fo.sweep` takes and `simulate` refuses.
+    """
     if isinstance(x, jax.core.Tracer) or callable(x):
         return None
-    value = np.asarray(x)
-    if value.ndim != 0:
+    value = np.asarray(x, dtype=float)
+    if value.ndim > 1:
         raise ValueError(
             f"a hyper-parameter must be a number, got an array of shape {value.shape}."
         )
-    return float(value)
+    return value
 
 
 def check_range(owner: str, name: str, value: Any, lo: float, hi: float | None, lo_open: bool):
-    x = concrete(value)
-    if x is None:
+    xs = concrete(value)
+    if xs is None:
         return
-    low_ok = x > lo if lo_open else x >= lo
-    high_ok = hi is None or x < hi
-    if not (np.isfinite(x) and low_ok and high_ok):
-        where = f"{'(' if lo_open else '['}{lo:g}, {'∞)' if hi is None else f'{hi:g})'}"
-        raise ValueError(f"{owner}: {name} must be in {where}, got {x!r}.")
+    for x in np.atleast_1d(xs):
+        low_ok = x > lo if lo_open else x >= lo
+        high_ok = hi is None or x < hi
+        if not (np.isfinite(x) and low_ok and high_ok):
+            where = f"{'(' if lo_open else '['}{lo:g}, {'∞)' if hi is None else f'{hi:g})'}"
+            raise ValueError(f"{owner}: {name} must be in {where}, got {float(x)!r}.")
+
+
+def check_scalar(optimiser: "AbstractOptimiser"):
+    """`simulate` runs one value of each hyper-parameter; sequences are for `fo.sweep`."""
+    for field in dataclasses.fields(optimiser):
+        value = getattr(optimiser, field.name)
+        if not callable(value) and np.ndim(value) != 0:
+            raise ValueError(
+                f"{type(optimiser).__name__}: {field.name} is a sequence of values; "
+                "simulate runs one value, fo.sweep runs a sequence."
+            )
 
 
 class AbstractOptimiser(eqx.Module):

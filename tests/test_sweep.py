@@ -1,0 +1,90 @@
+"""Sweeps: every member of one vmapped run equals its own `simulate`, failures stay per
+member, and the member axis shards across devices with the same results."""
+
+import subprocess
+import sys
+import textwrap
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flowode as fo
+
+FLOWS = ("gd", "gradient")
+
+
+def _mlp(seed):
+    return fo.problems.mlp_regression(width=8, n=64, seed=seed)
+
+
+def test_each_member_is_its_own_run():
+    ds = fo.sweep(_mlp, seeds=[0, 1], lr=[0.05, 0.2], steps=40, flows=FLOWS)
+    assert ds.loss.dims == ("seed", "lr", "flow", "step")
+    assert list(ds.seed.values) == [0, 1] and list(ds.lr.values) == [0.05, 0.2]
+    for seed in (0, 1):
+        for lr in (0.05, 0.2):
+            one = fo.simulate(_mlp(seed), lr=lr, steps=40, flows=FLOWS)
+            member = ds.sel(seed=seed, lr=lr)
+            np.testing.assert_allclose(member.loss, one.loss, rtol=1e-5)
+            np.testing.assert_allclose(member.sharpness, one.sharpness, rtol=1e-3)
+            # The adaptive gradient flow takes each member's own steps, not the smallest.
+            assert (
+                abs(int(member.n_grad.sel(flow="gradient")) - int(one.n_grad.sel(flow="gradient")))
+                <= 4
+            )
+    grads = ds.n_grad.sel(flow="gradient").values
+    assert grads.max() > 1.5 * grads.min()  # members really differ in their step counts
+
+
+def test_a_diverging_member_does_not_stop_the_others(x64):
+    make = lambda s: fo.problems.quadratic([10.0, 1.0], [1.0 + s, 1.0], dtype=jnp.float64)
+    with pytest.warns(UserWarning, match="diverged"):
+        ds = fo.sweep(make, seeds=[0, 1], lr=[0.1, 0.3], steps=800, flows=("gd",))
+    at = ds.diverged_at.sel(flow="gd")
+    assert (at.sel(lr=0.1) == -1).all() and (at.sel(lr=0.3) > 100).all()  # ηλ = 3: 2^k growth
+    k = np.arange(801)
+    exact = 0.5 * 10 * (1 + ds.seed.values[:, None]) ** 2 * (1 - 0.1 * 10) ** (2 * k) + 0.5 * (
+        0.9 ** (2 * k)
+    )
+    np.testing.assert_allclose(ds.loss.sel(lr=0.1, flow="gd"), exact, rtol=1e-10, atol=1e-300)
+
+
+def test_one_swept_field_of_an_optimiser():
+    ds = fo.sweep(
+        _mlp, seeds=[0], optimizer=fo.Adam(lr=[1e-3, 3e-3], beta2=0.99), steps=5, flows=("adam",)
+    )
+    assert ds.loss.dims[:2] == ("seed", "lr") and ds.attrs["swept"] == "lr"
+    with pytest.raises(ValueError, match="exactly one hyper-parameter"):
+        fo.sweep(_mlp, seeds=[0], optimizer=fo.Adam(lr=[1e-3, 3e-3], beta2=[0.9, 0.99]), steps=5)
+    with pytest.raises(ValueError, match="same loss function, parameter structure and data shapes"):
+        fo.sweep(
+            lambda s: fo.problems.mlp_regression(width=8 + s, n=64), seeds=[0, 1], lr=[0.1], steps=5
+        )
+
+
+def test_members_sharded_across_devices_equal_one_device():
+    script = textwrap.dedent(
+        """
+        import os
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+        import jax, numpy as np
+        import flowode as fo
+        assert len(jax.devices()) == 4
+        make = lambda s: fo.problems.mlp_regression(width=8, n=64, seed=s)
+        kw = dict(seeds=[0, 1], lr=[0.05, 0.2], steps=30, flows=("gd", "gradient"))
+        sharded = fo.sweep(make, **kw)
+        single = fo.sweep(make, **kw, devices=jax.devices()[:1])
+        assert sharded.attrs["devices"] == 4
+        np.testing.assert_allclose(sharded.loss, single.loss, rtol=1e-6)
+        np.testing.assert_allclose(sharded.eigs, single.eigs, rtol=1e-4)
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+def test_simulate_refuses_a_sequence_of_values():
+    with pytest.raises(ValueError, match="lr is a sequence of values; simulate runs one"):
+        fo.simulate(_mlp(0), optimizer=fo.Adam(lr=[1e-3, 3e-3]), steps=5)
