@@ -133,6 +133,12 @@ def sweep(
     # Members: seed-major grid (seed, value), flattened.
     S, V = len(seeds), len(values)
     s_idx, v_idx = np.repeat(np.arange(S), V), np.tile(np.arange(V), S)
+    devices = list(jax.devices() if devices is None else devices)
+    # Sharded, the member axis is padded to a multiple of the devices with copies of the
+    # last member; their results are dropped.
+    pad = (-len(s_idx)) % len(devices) if len(devices) > 1 else 0
+    s_idx = np.concatenate([s_idx, np.full(pad, s_idx[-1])])
+    v_idx = np.concatenate([v_idx, np.full(pad, v_idx[-1])])
     pick = lambda tree, idx: jax.tree_util.tree_map(
         lambda x: x[idx] if eqx.is_array(x) else x, tree
     )
@@ -142,8 +148,7 @@ def sweep(
     opt = pick(_stack([o.astype(dtype) for o in opts]), v_idx)
     members = (f, w0, opt, data)
 
-    devices = list(jax.devices() if devices is None else devices)
-    if len(devices) > 1 and (S * V) % len(devices) == 0:
+    if len(devices) > 1:
         mesh = Mesh(np.array(devices), ("member",))
         sharding = NamedSharding(mesh, PartitionSpec("member"))
         members = jax.tree_util.tree_map(
@@ -200,7 +205,7 @@ def sweep(
         grid.append(row)
     out = xr.combine_nested(grid, concat_dim=["seed", name], combine_attrs="drop_conflicts")
     out = out.assign_coords(seed=seeds, **{name: values}).transpose("seed", name, "flow", ...)
-    out.attrs.update(swept=name, members=S * V, devices=len(devices))
+    out.attrs.update(swept=name, members=S * V, devices=len(devices), padded_members=pad)
     for key in ("fingerprint", "lr", "problem"):
         out.attrs.pop(key, None)  # they differ between members
     for i in range(S):

@@ -78,6 +78,12 @@ def test_members_sharded_across_devices_equal_one_device():
         assert sharded.attrs["devices"] == 4
         np.testing.assert_allclose(sharded.loss, single.loss, rtol=1e-6)
         np.testing.assert_allclose(sharded.eigs, single.eigs, rtol=1e-4)
+        # 3 members on 4 devices: padded to 4, the copy dropped
+        kw.update(lr=[0.05, 0.1, 0.2], seeds=[1])
+        sharded = fo.sweep(make, **kw)
+        assert sharded.attrs["padded_members"] == 1 and sharded.loss.shape[:2] == (1, 3)
+        single = fo.sweep(make, **kw, devices=jax.devices()[:1])
+        np.testing.assert_allclose(sharded.loss, single.loss, rtol=1e-6)
         print("ok")
         """
     )
