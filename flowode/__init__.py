@@ -1,7 +1,8 @@
 """flowode: ODE models of gradient descent at the edge of stability.
 
-`simulate` runs GD and its flows (gradient, central, rod, edge) side by side on any JAX
-loss and returns every trajectory as one xarray Dataset.
+`simulate` runs an optimiser (GD, heavy-ball, Nesterov, RMSProp, Adam) and its flows
+(gradient, central, rod, edge) side by side on any JAX loss and returns every trajectory
+as one xarray Dataset; `sweep` runs a grid of seeds and one hyper-parameter at once.
 """
 
 from . import plot as plot, problems as problems
