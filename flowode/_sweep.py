@@ -1,12 +1,13 @@
 """`sweep`: the same processes for a grid of seeds and of one hyper-parameter, in one
 compiled program.
 
-The run program (`_runner.run_chunk`) is pure, so a sweep is that program under
-`vmap` over members (seed × value). Each member keeps its own solver and controller
-state, so an adaptive solver takes each member's own steps (the vmapped loop runs until
-the slowest member is done, the others masked), and its own result code and
-`diverged_at`. With several devices the member axis is sharded across them
-(`jax.sharding.Mesh` + `NamedSharding`); XLA partitions the program.
+The run program (`_runner.run_chunk`) is pure, so a sweep is that program mapped over
+members (seed × value). Each member keeps its own solver and controller state, result
+code and `diverged_at`. With several devices the members are vmapped and the member
+axis is sharded across them (`jax.sharding.Mesh` + `NamedSharding`; XLA partitions the
+program); a vmapped adaptive loop runs until its slowest member is done, the others
+masked. On one device the members run one after another in the same program
+(`lax.map`), so the cost is the sum of their work.
 """
 
 import dataclasses
@@ -83,6 +84,44 @@ def _stack(trees):
         ) from None
 
 
+def _vmapped(fn, n_members: int):
+    """fn over the members' axis of its first `n_members` arguments, in parallel (vmap):
+    for members sharded across devices. Loops inside run in lock-step."""
+    in_axes = (eqx.if_array(0),) * n_members
+    return lambda *args: eqx.filter_vmap(fn, in_axes=in_axes + (None,) * (len(args) - n_members))(
+        *args
+    )
+
+
+def _mapped(fn, n_members: int):
+    """fn over the members' axis one member after another (`lax.map`), in one program:
+    on one device this costs the sum of the members' work, where vmap's lock-step loops
+    cost members × the slowest member."""
+
+    def call(*args):
+        dynamic, static = eqx.partition(args[:n_members], eqx.is_array)
+        rest = args[n_members:]
+        return jax.lax.map(lambda d: fn(*eqx.combine(d, static), *rest), dynamic)
+
+    return call
+
+
+@eqx.filter_jit
+def _start_members(settings, parallel: bool, f, w0, opt, data):
+    one = lambda f, w, o, d: _runner.start(settings, f, w, o, d)
+    return (_vmapped if parallel else _mapped)(one, 4)(f, w0, opt, data)
+
+
+@eqx.filter_jit
+def _run_members(settings, parallel: bool, length: int, f, state, opt, data, every, n):
+    """`run_chunk` for every member; compiled once per settings, shapes and `length`."""
+
+    def one(f, s, o, d, every, n):
+        return _runner.run_chunk.__wrapped__(settings, f, s, o, d, every, n, length)
+
+    return (_vmapped if parallel else _mapped)(one, 4)(f, state, opt, data, every, n)
+
+
 def sweep(
     make_problem: Callable[[int], Problem],
     *,
@@ -100,12 +139,14 @@ def sweep(
 ) -> xr.Dataset:
     """Run `simulate`'s processes for every seed and every value of one hyper-parameter.
 
-    `make_problem(seed)` gives each seed's problem (same shapes for every seed). The
-    swept hyper-parameter is given as a sequence: `lr=[...]` for GD, or one field of an
-    optimiser, e.g. `optimizer=fo.Adam(lr=[1e-3, 3e-3], beta2=0.99)`. Returns
-    `simulate`'s Dataset with two more dims, `seed` and the swept name; every variable
-    keeps its meaning per member. A member that fails does not stop the others. All
-    members run in one vmapped program per chunk, sharded over `devices` (default: all).
+        `make_problem(seed)` gives each seed's problem (same shapes for every seed). The
+        swept hyper-parameter is given as a sequence: `lr=[...]` for GD, or one field of an
+        optimiser, e.g. `optimizer=fo.Adam(lr=[1e-3, 3e-3], beta2=0.99)`. Returns
+        `simulate`'s Dataset with two more dims, `seed` and the swept name; every variable
+        keeps its meaning per member. A member that fails does not stop the others. All
+        members run in one program per chunk: over several `devices` (default: all) vmapped and
+    sharded, on one device one member after another (`lax.map`), which costs the sum of the
+    members' work instead of members × the slowest (vmapped solver loops run in lock-step).
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -157,15 +198,9 @@ def sweep(
     f, w0, opt, data = members
 
     length = min(int(chunk), 1 << max(int(steps) - 1, 1).bit_length()) + 1
-    start = eqx.filter_jit(eqx.filter_vmap(lambda f, w, o, d: _runner.start(settings, f, w, o, d)))
-    run = eqx.filter_jit(
-        eqx.filter_vmap(
-            lambda f, s, o, d, every, n: _runner.run_chunk.__wrapped__(
-                settings, f, s, o, d, every, n, length
-            ),
-            in_axes=(eqx.if_array(0),) * 4 + (None, None),
-        )
-    )
+    parallel = len(devices) > 1
+    start = lambda *args: _start_members(settings, parallel, *args)
+    run = lambda *args: _run_members(settings, parallel, length, *args)
     (state, _, compile_seconds) = _runner.timed(start, f, w0, opt, data)
     wall, done, chunks = 0.0, -1, []
     while done < steps:

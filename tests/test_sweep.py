@@ -35,6 +35,9 @@ def test_each_member_is_its_own_run():
             )
     grads = ds.n_grad.sel(flow="gradient").values
     assert grads.max() > 1.5 * grads.min()  # members really differ in their step counts
+    # New seeds and values of the same shapes reuse the compiled program.
+    again = fo.sweep(_mlp, seeds=[2, 3], lr=[0.1, 0.15], steps=40, flows=FLOWS)
+    assert float(again.compile_time.max()) == 0.0
 
 
 def test_a_diverging_member_does_not_stop_the_others(x64):
