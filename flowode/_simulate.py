@@ -189,9 +189,7 @@ def simulate(
     )
     labels = settings.labels
     attrs = _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk)
-    # Rows per compiled chunk. Short runs round up to a power of two, so that runs of
-    # similar length share one program (the rows past the end are skipped, not computed).
-    length = min(int(chunk), 1 << max(int(steps) - 1, 1).bit_length()) + 1
+    length = _rows_per_chunk(chunk, steps)
     wall = compile_seconds = 0.0
     if resume:
         saved, _, arrays = _store.read(out)
@@ -258,17 +256,7 @@ def simulate(
         bar.close()
 
     if out is None:
-        merged = {
-            label: {
-                name: (
-                    chunks[-1][label][name]
-                    if np.ndim(chunks[-1][label][name]) == 0
-                    else np.concatenate([c[label][name] for c in chunks])
-                )
-                for name in chunks[-1][label]
-            }
-            for label in labels
-        }
+        merged = _merge(chunks, labels)
         attrs.update({f"{k}_status": v for k, v in _statuses(state, labels).items()})
         attrs["completed_steps"] = done
         ds = build_dataset(merged, attrs)
@@ -338,6 +326,26 @@ def _records(rows, labels, state, wall, compile_seconds) -> dict[str, dict[str, 
         )
         out[label] = rec
     return out
+
+
+def _rows_per_chunk(chunk: int, steps: int) -> int:
+    """Rows per compiled chunk. Short runs round up to a power of two, so that runs of
+    similar length share one program (the rows past the end are skipped, not computed)."""
+    return min(int(chunk), 1 << max(int(steps) - 1, 1).bit_length()) + 1
+
+
+def _merge(chunks: list[dict], labels) -> dict[str, dict[str, np.ndarray]]:
+    """Per label, the chunks' rows joined along the steps; totals from the last chunk."""
+    last = chunks[-1]
+    return {
+        label: {
+            name: last[label][name]
+            if np.ndim(last[label][name]) == 0
+            else np.concatenate([c[label][name] for c in chunks])
+            for name in last[label]
+        }
+        for label in labels
+    }
 
 
 def _statuses(state, labels) -> dict[str, str]:

@@ -27,10 +27,12 @@ from ._simulate import (
     FALLBACK_TOL,
     _attributes,
     _check_positive_int,
+    _merge,
     _optimiser,
     _records,
     _report,
     _resolve,
+    _rows_per_chunk,
     _statuses,
 )
 from .flows import AbstractProcess
@@ -197,7 +199,7 @@ def sweep(
         )
     f, w0, opt, data = members
 
-    length = min(int(chunk), 1 << max(int(steps) - 1, 1).bit_length()) + 1
+    length = _rows_per_chunk(chunk, steps)
     parallel = len(devices) > 1
     start = lambda *args: _start_members(settings, parallel, *args)
     run = lambda *args: _run_members(settings, parallel, length, *args)
@@ -223,15 +225,7 @@ def sweep(
             recs = [
                 _records(pick(c, m), labels, member_state, wall, compile_seconds) for c in chunks
             ]
-            merged = {
-                label: {
-                    k: recs[-1][label][k]
-                    if np.ndim(recs[-1][label][k]) == 0
-                    else np.concatenate([r[label][k] for r in recs])
-                    for k in recs[-1][label]
-                }
-                for label in labels
-            }
+            merged = _merge(recs, labels)
             attrs = _attributes(problems[i], processes, opts[j], steps, eig_k, eig_every, chunk)
             attrs.update({f"{k}_status": v for k, v in _statuses(member_state, labels).items()})
             attrs["completed_steps"] = done

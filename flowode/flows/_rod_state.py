@@ -11,6 +11,7 @@ a Hessian-vector product, the start from a vector, an orthonormal block of k dir
 (Edge Flow's k > 1), and the pair of gradients at the rod's two ends.
 """
 
+import math
 from typing import Literal
 
 import jax
@@ -109,3 +110,30 @@ def from_vector(
     u = jnp.where(safe, Y / jnp.where(safe, norm, 1), fallback / jnp.linalg.norm(fallback))
     a = jnp.where(safe, jnp.log(jnp.where(safe, norm, 1)), log_min)
     return a, u
+
+
+def check_options(owner: str, floor, amplitude_rate, modified_equation):
+    """One sentence for each bad option that rod and edge flow share."""
+    if floor is not None:
+        ok = isinstance(floor, int | float) and not isinstance(floor, bool)
+        if not ok or not math.isfinite(floor) or floor < 0:
+            raise ValueError(
+                f"{owner}: floor must be a finite number >= 0 (relative to the iterate's "
+                f"norm; None for the dtype's resolution, 0 for none), got {floor!r}."
+            )
+    if amplitude_rate not in ("map", "linear"):
+        raise ValueError(
+            f"{owner}: amplitude_rate must be 'map' or 'linear', got {amplitude_rate!r}."
+        )
+    if not isinstance(modified_equation, bool):
+        raise TypeError(
+            f"{owner}: modified_equation must be True or False, got {modified_equation!r}."
+        )
+
+
+def option_floor(floor, X: Float[Array, " n"], amplitude: Scalar) -> Scalar | None:
+    """The log-floor of a flow's `floor` option: None (0: no floor), else ε or its value."""
+    if floor == 0:
+        return None
+    rel = jnp.finfo(X.dtype).eps if floor is None else jnp.asarray(floor, X.dtype)
+    return log_floor(rel, X, amplitude)

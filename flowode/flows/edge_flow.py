@@ -65,7 +65,6 @@ values diag(UᵀηHU) as their sharpnesses; k = 1 is (ii). U is orthonormalised 
 use and pulled back to its orthonormalisation at rate 1 (as the rod's u).
 """
 
-import math
 from typing import Literal
 
 import diffrax
@@ -77,10 +76,11 @@ from .._spectral import OracleCounts
 from ._base import AbstractFlow
 from ._rod_state import (
     AmplitudeRate,
+    check_options,
     floored_rate,
     from_vector,
     growth_rate,
-    log_floor,
+    option_floor,
     orthonormal,
     pair_grads,
     probe_distance,
@@ -133,26 +133,11 @@ class EdgeFlow(AbstractFlow):
             raise ValueError(
                 f"EdgeFlow: k (the number of directions) must be an integer >= 1, got {self.k!r}."
             )
-        if self.floor is not None:
-            ok = isinstance(self.floor, int | float) and not isinstance(self.floor, bool)
-            if not ok or not math.isfinite(self.floor) or self.floor < 0:
-                raise ValueError(
-                    "EdgeFlow: floor must be a finite number >= 0 (relative to the iterate's "
-                    f"norm; None for the dtype's resolution, 0 for none), got {self.floor!r}."
-                )
-        if self.amplitude_rate not in ("map", "linear"):
-            raise ValueError(
-                f"EdgeFlow: amplitude_rate must be 'map' or 'linear', got {self.amplitude_rate!r}."
-            )
+        check_options("EdgeFlow", self.floor, self.amplitude_rate, self.modified_equation)
         if self.magnitude_sharpness not in ("secant", "centre"):
             raise ValueError(
                 "EdgeFlow: magnitude_sharpness must be 'secant' or 'centre', "
                 f"got {self.magnitude_sharpness!r}."
-            )
-        if not isinstance(self.modified_equation, bool):
-            raise TypeError(
-                "EdgeFlow: modified_equation must be True or False, "
-                f"got {self.modified_equation!r}."
             )
 
     @property
@@ -177,10 +162,7 @@ class EdgeFlow(AbstractFlow):
         )
 
     def _log_floor(self, X, amplitude):
-        if self.floor == 0:
-            return None
-        rel = jnp.finfo(X.dtype).eps if self.floor is None else jnp.asarray(self.floor, X.dtype)
-        return log_floor(rel, X, amplitude)
+        return option_floor(self.floor, X, amplitude)
 
     def init(self, f, w0, opt, data):
         lr = opt.learning_rate(jnp.zeros((), w0.dtype))

@@ -66,8 +66,6 @@ rod's distance to GD's midpoint, worse by up to 3% on half the runs. It is there
 an option, not the default.
 """
 
-import math
-
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -76,10 +74,11 @@ from .._spectral import OracleCounts
 from ._base import AbstractFlow
 from ._rod_state import (
     AmplitudeRate,
+    check_options,
     floored_rate,
     from_vector,
     growth_rate,
-    log_floor,
+    option_floor,
     pair_grads as _pair_grads,
     probe_distance,
     unit,
@@ -117,21 +116,7 @@ class RodFlow(AbstractFlow):
     modified_equation: bool = False
 
     def __check_init__(self):
-        if self.floor is not None:
-            ok = isinstance(self.floor, int | float) and not isinstance(self.floor, bool)
-            if not ok or not math.isfinite(self.floor) or self.floor < 0:
-                raise ValueError(
-                    "RodFlow: floor must be a finite number >= 0 (relative to the iterate's "
-                    f"norm; None for the dtype's resolution, 0 for none), got {self.floor!r}."
-                )
-        if self.amplitude_rate not in ("map", "linear"):
-            raise ValueError(
-                f"RodFlow: amplitude_rate must be 'map' or 'linear', got {self.amplitude_rate!r}."
-            )
-        if not isinstance(self.modified_equation, bool):
-            raise TypeError(
-                f"RodFlow: modified_equation must be True or False, got {self.modified_equation!r}."
-            )
+        check_options("RodFlow", self.floor, self.amplitude_rate, self.modified_equation)
 
     @property
     def name(self) -> str:
@@ -155,10 +140,7 @@ class RodFlow(AbstractFlow):
         return OracleCounts(counts.n_grad, counts.n_hvp + 2 * n_evals, 2 * n_jvps)
 
     def _log_floor(self, X, amplitude):
-        if self.floor == 0:
-            return None
-        rel = jnp.finfo(X.dtype).eps if self.floor is None else jnp.asarray(self.floor, X.dtype)
-        return log_floor(rel, X, amplitude)
+        return option_floor(self.floor, X, amplitude)
 
     def init(self, f, w0, opt, data):
         lr = opt.learning_rate(jnp.zeros((), w0.dtype))
