@@ -1,6 +1,7 @@
 """Shared helpers for the benchmarks: per-process wall times of repeated compiled runs,
 and a table."""
 
+import dataclasses
 import statistics
 import time
 
@@ -46,3 +47,23 @@ def table(rows, header):
     lines = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
     lines += [fmt.format(*r) for r in rows]
     return "\n".join(lines)
+
+
+def labelled(flow, label):
+    """`flow` under another Dataset label, to run several settings of one flow together."""
+    cls = type(f"{type(flow).__name__}_{label}", (type(flow),), {"name": property(lambda s: label)})
+    fields = {fl.name: getattr(flow, fl.name) for fl in dataclasses.fields(flow)}
+    return cls(**fields)
+
+
+def interleaved_times(runs, *args, rounds=7):
+    """{name: [seconds per round]} of each compiled `runs[name](*args)`, timed in
+    interleaved rounds: this machine's load varies within minutes, so each process is
+    best compared with the others by its fastest round."""
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            jax.block_until_ready(run(*args))
+            times[name].append(time.perf_counter() - start)
+    return times

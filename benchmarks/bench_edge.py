@@ -25,7 +25,6 @@ Parts (`python bench_edge.py [cost] [onset] [peak] [kdir]`, all by default):
 Writes benchmarks/edge.json after each part and prints the tables.
 """
 
-import dataclasses
 import json
 import pathlib
 import platform
@@ -36,7 +35,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import table
+from _common import interleaved_times, labelled, table
 
 import flowode as fo
 
@@ -46,13 +45,6 @@ TIGHT = {
     "float64": diffrax.PIDController(rtol=1e-8, atol=1e-12),
     "float32": diffrax.PIDController(rtol=1e-6, atol=1e-9),
 }
-
-
-def labelled(flow, label):
-    """`flow` under another Dataset label, to run several settings of one flow together."""
-    cls = type(f"{type(flow).__name__}_{label}", (type(flow),), {"name": property(lambda s: label)})
-    fields = {fl.name: getattr(flow, fl.name) for fl in dataclasses.fields(flow)}
-    return cls(**fields)
 
 
 def gd_onset(ds, after=0):
@@ -129,14 +121,7 @@ def cost_part(results):
             "result": int(result),
         }
         print(name, out[name], flush=True)
-    # This machine is shared and its load varies by several times within minutes, so the
-    # processes are timed in interleaved rounds and each keeps its fastest round.
-    times = {name: [] for name in processes}
-    for _ in range(ROUNDS):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            jax.block_until_ready(run(w0, lr_arr, data))
-            times[name].append(time.perf_counter() - start)
+    times = interleaved_times(runs, w0, lr_arr, data, rounds=ROUNDS)
     for name in processes:
         out[name]["wall_s"] = min(times[name])
         out[name]["wall_s_median"] = float(np.median(times[name]))

@@ -23,6 +23,12 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore
         "sharpness does not depend on w along the flow (grad of lambda = 0, e.g. a "
         "quadratic). Central flow cannot hold it at 2/lr; use a smaller lr."
     )
+    diverged_low_precision = (
+        "central flow diverged in a low-precision dtype (float32 or below). With several "
+        "critical directions its SDCP and third-derivative terms need more digits than "
+        "float32 holds (it diverged at k = 8 where k <= 6 ran). Run it in float64: "
+        "jax.config.update('jax_enable_x64', True) and the problem in float64."
+    )
     basis_saturated = (
         "central flow: every tracked eigenvalue rose above track_threshold, so a further "
         "one may turn critical unseen. Use CentralFlow(max_k=...) with a larger max_k."

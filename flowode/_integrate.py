@@ -107,6 +107,7 @@ def integrate(
     *,
     max_steps: Int[Array, ""] | int,
     failed=None,
+    scale=None,
 ) -> tuple[SolverCarry, PyTree[Array], StepStats, RESULTS]:
     """Step `carry` until its time reaches t1; (carry, y(t1), work, result).
 
@@ -114,7 +115,12 @@ def integrate(
     comes from the solver's dense output. A step that would end within 100 ulp of t1
     ends at t1 (so a constant step that divides 1 lands on every GD step).
     `failed(y) -> bool` stops the solve after an accepted step (result `diverged`); at
-    most `max_steps` steps are tried (result `max_steps_reached`).
+    most `max_steps` steps are tried (result `max_steps_reached`). `scale(y)` is None
+    or (scales, relative): per leaf of y a positive scalar that divides the leaf and its
+    error estimate before the controller sees them, so that atol is relative to it (a
+    tolerance that follows the state to any size instead of ceasing to resolve it), and
+    a bool, False for a leaf held to atol + rtol whatever its size (a log-amplitude,
+    whose size says nothing about its accuracy, and whose error is a relative one).
     """
     dtype = carry.dt.dtype
     t1 = jnp.asarray(t1, dtype)
@@ -134,9 +140,18 @@ def integrate(
         y1, y_err, dense, solver_state, solver_result = solver.step(
             term, t, t_next, c.y, args, c.solver_state, c.made_jump
         )
+        scales = None if scale is None else scale(c.y)
+        if scales is None:
+            y0_s, y1_s, err_s = c.y, y1, y_err
+        else:
+            s, relative = scales
+            # A leaf that is not relative is seen as of size 1: held to atol + rtol.
+            view = lambda x, d, r: x / d if r else jnp.ones_like(x)  # noqa: E731
+            y0_s, y1_s = (jax.tree_util.tree_map(view, y, s, relative) for y in (c.y, y1))
+            err_s = jax.tree_util.tree_map(lambda x, d: x / d, y_err, s)
         keep, next_t0, next_t1, made_jump, controller_state, ctrl_result = (
             controller.adapt_step_size(
-                t, t_next, c.y, y1, args, y_err, error_order, c.controller_state
+                t, t_next, y0_s, y1_s, args, err_s, error_order, c.controller_state
             )
         )
         dt = (next_t1 - next_t0).astype(dtype)

@@ -261,3 +261,28 @@ def test_rmsprop_central_flow_matches_the_published_code(x64, steps):
     # The discrete RMSProp is the published one, to round-off until EOS amplifies it.
     rms = ds.loss.sel(flow="rmsprop").values[:101]
     np.testing.assert_allclose(rms, ref["loss_rmsprop"][:101], rtol=1e-10)
+
+
+def _quartic_copies(k, bulk=200, dtype=jnp.float32):
+    """k softening quartics (u_i, v_i) of slightly different sharpness, and a bulk."""
+    s0 = jnp.linspace(1.85, 1.95, k)
+    lam = jnp.linspace(0.01, 1.0, bulk)
+
+    def loss(w, data=None):
+        u, v, z = w[:k], w[k : 2 * k], w[2 * k :]
+        quartic = -0.01 * u + 0.5 * (s0 + u) * v**2 - 0.75 * v**4
+        return jnp.sum(quartic) + 0.5 * jnp.sum(lam * z**2)
+
+    w0 = jnp.concatenate([jnp.zeros(k), jnp.full(k, 0.1), jnp.full(bulk, 0.1)]).astype(dtype)
+    return fo.Problem(loss, w0, name=f"quartic-x{k}")
+
+
+@pytest.mark.slow
+def test_float32_divergence_with_many_critical_directions_says_use_float64():
+    # Eight quartics turn critical together; in float32 central flow diverges within 60
+    # steps (benchmarks/bench_scaling.py), and the result says to run in float64.
+    p = _quartic_copies(8)
+    with pytest.warns(UserWarning, match="Run it in float64"):
+        ds = fo.simulate(p, lr=1.0, steps=60, flows=(fo.CentralFlow(max_k=10),), eig_every=60)
+    assert ds.attrs["central_status"] == "diverged_low_precision"
+    assert 0 < int(ds.diverged_at.sel(flow="central")) < 60

@@ -142,9 +142,10 @@ def test_edge_tracks_gd_on_self_stabilising_quartic(x64):
     assert es.max() > 2.0 and abs(es[-50:].mean() - 2.06) < 1e-3
     m = ds.oscillation_magnitude.sel(flow="edge").values[-50:]
     np.testing.assert_allclose(m, np.sqrt(0.02), rtol=1e-3)
-    # ... and the iterates X ± Y track GD's, phase included, as the rod's do.
+    # ... and the iterates X ± Y track GD's, phase included, as the rod's do (to 3e-4 at
+    # the end: the solver's rtol 1e-3 of |Y| = 0.14).
     d_edge, d_rod = (ds.distance_to_gd.sel(flow=f).values for f in ("edge", "rod"))
-    assert d_edge.max() < 0.03 and d_edge[-50:].max() < 1e-4
+    assert d_edge.max() < 0.03 and d_edge[-50:].max() < 3e-4
     assert d_edge.max() < 1.1 * d_rod.max()
     assert float(ds.distance_to_gd.sel(flow="gradient")[-1]) > 1.0
     # With the centre's sharpness uᵀH(X)u driving the magnitude (the prototype), the

@@ -1,16 +1,19 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import flowode as fo
 
 
-def test_gradient_flow_on_stiff_quadratic_matches_closed_form(x64):
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e3])
+def test_gradient_flow_on_stiff_quadratic_matches_closed_form(x64, scale):
     # η·λ from 0.005 up to 50: far past the edge of stability (ηλ = 2) in half the
-    # directions, while the slowest mode keeps the solution well above round-off.
+    # directions, while the slowest mode keeps the solution well above round-off. The
+    # tolerance is relative to w's scale, so w₀ at 1e-6 is resolved as well as at 1e3.
     lr, steps = 0.1, 200
     lam = jnp.array([0.05, 0.5, 2.0, 7.0, 20.0, 60.0, 150.0, 300.0, 500.0])
-    w0 = jnp.linspace(1.0, -1.0, lam.size)
+    w0 = scale * jnp.linspace(1.0, -1.0, lam.size)
     ds = fo.simulate(
         fo.problems.quadratic(lam, w0, dtype=jnp.float64),
         lr=lr,

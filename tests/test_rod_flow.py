@@ -252,3 +252,23 @@ def test_diverging_rod_is_reported(x64):
     assert 0 < at < 200
     assert np.all(np.isfinite(ds.rod_length.sel(flow="rod")[:at]))
     assert int(ds.diverged_at.sel(flow="gd")) > 0
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("lr", [0.05, 0.202])  # below the threshold, and past it (ηλ = 2.02)
+def test_rod_accuracy_does_not_depend_on_the_scale_of_w(dtype, lr):
+    # ½Σλw² with ηλ up to 0.5 (below) or 2.02 (above), w₀ from 1e-6 to 1e3: the rod's
+    # predicted loss after 200 steps is within 5× of GD's, and the same multiple of it at
+    # every scale (its tolerance follows the state; with an absolute atol of 1e-5 the
+    # ratio was 1.72 at w₀ ~ 1e3 and 2.27-2.59 at 1e-6 below the threshold).
+    with jax.enable_x64(dtype == "float64"):
+        ratios = []
+        for scale in (1e-6, 1e-3, 1.0, 1e3):
+            w0 = scale * np.array([1.0, -0.5, 0.3])
+            p = fo.problems.quadratic((1.0, 5.0, 10.0), w0, dtype=getattr(jnp, dtype))
+            ds = fo.simulate(p, lr=lr, steps=200, flows=("rod",), eig_every=200)
+            gd, rod = ds.loss.sel(flow="gd")[-1], ds.predicted_loss.sel(flow="rod")[-1]
+            ratios.append(float(rod / gd))
+            assert int(ds.n_grad.sel(flow="rod")) < 6 * 200  # (Heun took 3.4-5.2 per step)
+        assert all(0.2 < r < 5 for r in ratios), ratios
+        np.testing.assert_allclose(ratios, ratios[2], rtol=0.01)

@@ -122,6 +122,26 @@ class AbstractProcess(eqx.Module):
         return ()
 
 
+def relative_scale(y: PyTree[Array]) -> tuple[PyTree[Scalar], PyTree[bool]]:
+    """Per leaf, the RMS of an array (atol relative to it, and rtol) and 1 for a scalar
+    (held to atol + rtol): what a flow's tolerances are relative to.
+
+    Tolerances then follow the state to any size (parameters at 1e-6 are resolved as well
+    as at 1e3). A scalar such as a log-amplitude is held to atol + rtol whatever its size:
+    its size says nothing about how accurately it is known, and its error is relative.
+    """
+
+    def leaf(x):
+        if x.ndim == 0:
+            return jnp.ones((), x.dtype)
+        return jnp.maximum(jnp.sqrt(jnp.mean(x**2)), jnp.sqrt(jnp.finfo(x.dtype).tiny))
+
+    return (
+        jax.tree_util.tree_map(leaf, y),
+        jax.tree_util.tree_map(lambda x: x.ndim > 0, y),
+    )
+
+
 def _is_finite_tree(y: State) -> Array:
     leaves = jax.tree_util.tree_leaves(y)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
@@ -178,6 +198,11 @@ class AbstractFlow(AbstractProcess):
         self, f: FlatLoss, t: Scalar, y: State, opt: AbstractOptimiser, data: PyTree
     ) -> State:
         """dy/dt at time t (in GD steps)."""
+
+    def error_scale(self, y: State) -> tuple[PyTree[Scalar], PyTree[bool]] | None:
+        """Per leaf of the state, the scale atol is relative to and whether rtol applies
+        (`_integrate.integrate`); None (default): diffrax's absolute atol."""
+        return None
 
     def size(self, y: State) -> Scalar:
         """The norm that `blowup` bounds (default: of the whole state)."""
@@ -252,6 +277,7 @@ class AbstractFlow(AbstractProcess):
             (opt, data),
             max_steps=self._max_steps(k) - carry.steps_taken,
             failed=failed,
+            scale=self.error_scale,
         )
         result = self.explain(solve.y, result)
         # Past a failure the state is not a solution: make it non-finite from here on.

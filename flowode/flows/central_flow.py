@@ -280,7 +280,11 @@ class CentralFlow(AbstractFlow):
     def explain(self, y, result):
         # A critical eigenvalue above 2/η with ∇λ = 0 has no SDCP solution (X = ∞).
         no_solution = (result == RESULTS.diverged) & (y[2][3] > 0)
-        return RESULTS.where(no_solution, RESULTS.sdcp_no_solution, result)
+        result_ = RESULTS.where(no_solution, RESULTS.sdcp_no_solution, result)
+        if jnp.finfo(y[0].dtype).eps > 1e-10:  # float32 or below: say to use float64
+            low = result_ == RESULTS.diverged
+            result_ = RESULTS.where(low, RESULTS.diverged_low_precision, result_)
+        return result_
 
     def observables(self, f, t, state, U, opt, data, w_gd):
         w, basis = state[0], state[1]

@@ -6,7 +6,7 @@ import jax
 from .._rkc import RKC2
 from .._spectral import OracleCounts
 from ..optimisers import GD
-from ._base import AbstractFlow
+from ._base import AbstractFlow, relative_scale
 
 
 class GradientFlow(AbstractFlow):
@@ -30,8 +30,9 @@ class GradientFlow(AbstractFlow):
     """
 
     solver: diffrax.AbstractSolver = RKC2(power_iterations=1)
+    # atol is relative to the RMS of w (and of each optimiser state), see `error_scale`.
     stepsize_controller: diffrax.AbstractStepSizeController = diffrax.PIDController(
-        rtol=1e-5, atol=1e-7
+        rtol=1e-5, atol=1e-6
     )
     dt0: float | None = None
     max_steps_per_gd_step: int = 200
@@ -78,6 +79,11 @@ class GradientFlow(AbstractFlow):
             return -lr * jax.grad(f)(y, data)
         g, hvp = jax.linearize(lambda x: jax.grad(f)(x, data), y)  # ∇L and v ↦ Hv
         return -lr * g - (0.5 * lr**2) * hvp(g)
+
+    def error_scale(self, y):
+        # Relative to each array's RMS: an absolute atol stops resolving w (or ν, whose
+        # scale is g²) once it is smaller than atol.
+        return relative_scale(y)
 
     def center(self, state):
         return state[0] if isinstance(state, tuple) else state
