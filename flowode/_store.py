@@ -144,8 +144,12 @@ def write_variable(path, name: str, value: np.ndarray, attrs: dict):
         f.attrs.update(attrs)
 
 
-def read(path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """(attributes, {cost variable: per-flow values}, checkpoint arrays) of a run file."""
+def read(path, at: int | None = None) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(attributes, {cost variable: per-flow values}, checkpoint arrays) of a run file.
+
+    The checkpoint is the one of the completed step, or of step `at` (the other slot
+    holds the step one chunk before the completed one).
+    """
     if not os.path.exists(path):
         raise FileNotFoundError(f"nothing to resume: {os.fspath(path)!r} does not exist.")
     try:
@@ -154,7 +158,12 @@ def read(path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
         raise ValueError(f"{os.fspath(path)!r} is not a readable run file ({e}).") from None
     with f:
         attrs = dict(f.attrs)
-        slot = _completed_slot(f, attrs)
+        slot = _completed_slot(f, attrs, at)
+        if slot is None and at is not None:
+            raise ValueError(
+                f"{os.fspath(path)!r} has no checkpoint at step {at} (it is at step "
+                f"{attrs.get('completed_steps')}), so it cannot be resumed from there."
+            )
         if slot is None:
             raise ValueError(
                 f"{os.fspath(path)!r} has no checkpoint: it was not written by "
@@ -166,13 +175,23 @@ def read(path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
     return attrs, costs, checkpoint
 
 
-def _completed_slot(f, attrs):
-    """The checkpoint group tagged with the file's `completed_steps`, or None."""
+def _completed_slot(f, attrs, at=None):
+    """The checkpoint group tagged with the file's `completed_steps` (or `at`), or None."""
     if "completed_steps" not in attrs:
         return None
+    step = int(attrs["completed_steps"]) if at is None else int(at)
     for name in SLOTS:
         if name in f.groups and SLOT_STEP in f.groups[name].variables:
             group = f.groups[name]
-            if int(group.variables[SLOT_STEP][...]) == int(attrs["completed_steps"]):
+            if int(group.variables[SLOT_STEP][...]) == step:
                 return group
     return None
+
+
+def rewind(path, step: int):
+    """Mark the file complete up to `step`, whose checkpoint it holds: rows past it are
+    rewritten by the resumed run, and the slot of the later step is the next one written."""
+    with _open(path, "a") as f:
+        if _completed_slot(f, dict(f.attrs), step) is None:
+            raise ValueError(f"{os.fspath(path)!r} has no checkpoint at step {step}.")
+        f.attrs["completed_steps"] = int(step)

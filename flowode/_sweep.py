@@ -11,6 +11,7 @@ masked. On one device the members run one after another in the same program
 """
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
@@ -18,22 +19,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import xarray as xr
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import _runner
+from . import _runner, _store
 from ._problem import Problem
-from ._results import build_dataset
 from ._simulate import (
     FALLBACK_TOL,
     _attributes,
     _check_positive_int,
-    _merge,
+    _check_same_run,
+    _from_file,
+    _in_memory,
     _optimiser,
     _records,
     _report,
     _resolve,
+    _restore,
     _rows_per_chunk,
-    _statuses,
+    _write_chunk,
 )
 from .flows import AbstractProcess
 from .optimisers import AbstractOptimiser, check_schedule
@@ -135,20 +139,28 @@ def sweep(
     eig_k: int = 1,
     eig_every: int = 1,
     save_params: bool = False,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
     chunk: int = 1000,
     devices: Sequence[jax.Device] | None = None,
     throw: bool = False,
 ) -> xr.Dataset:
     """Run `simulate`'s processes for every seed and every value of one hyper-parameter.
 
-        `make_problem(seed)` gives each seed's problem (same shapes for every seed). The
-        swept hyper-parameter is given as a sequence: `lr=[...]` for GD, or one field of an
-        optimiser, e.g. `optimizer=fo.Adam(lr=[1e-3, 3e-3], beta2=0.99)`. Returns
-        `simulate`'s Dataset with two more dims, `seed` and the swept name; every variable
-        keeps its meaning per member. A member that fails does not stop the others. All
-        members run in one program per chunk: over several `devices` (default: all) vmapped and
-    sharded, on one device one member after another (`lax.map`), which costs the sum of the
-    members' work instead of members × the slowest (vmapped solver loops run in lock-step).
+    `make_problem(seed)` gives each seed's problem (same shapes for every seed). The
+    swept hyper-parameter is given as a sequence: `lr=[...]` for GD, or one field of an
+    optimiser, e.g. `optimizer=fo.Adam(lr=[1e-3, 3e-3], beta2=0.99)`. Returns
+    `simulate`'s Dataset with two more dims, `seed` and the swept name; every variable
+    keeps its meaning per member. A member that fails does not stop the others. All
+    members run in one program per chunk: over several `devices` (default: all) vmapped
+    and sharded, on one device one member after another (`lax.map`), which costs the sum
+    of the members' work instead of members × the slowest (vmapped solver loops run in
+    lock-step).
+
+    `out`: a folder (made if missing) that receives one run file per member,
+    `seed{seed}_{name}{index}.nc`, each a `simulate(out=...)` file appended after every
+    chunk with its checkpoint; `resume=True` continues all of them from the last step
+    every member completed, bit-identical to an uninterrupted sweep.
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -157,6 +169,10 @@ def sweep(
     for key, value in (("steps", steps), ("eig_k", eig_k), ("eig_every", eig_every)):
         _check_positive_int(key, value)
     _check_positive_int("chunk", chunk)
+    if resume and out is None:
+        raise ValueError("resume=True needs out=, the folder of the sweep's run files.")
+    if out is not None and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise FileNotFoundError(f"out: the folder of {os.fspath(out)!r} does not exist.")
     problems = [make_problem(s) for s in seeds]
     for p in problems:
         if not isinstance(p, Problem):
@@ -176,68 +192,135 @@ def sweep(
     # Members: seed-major grid (seed, value), flattened.
     S, V = len(seeds), len(values)
     s_idx, v_idx = np.repeat(np.arange(S), V), np.tile(np.arange(V), S)
+    attrs = [
+        _attributes(problems[i], processes, opts[j], steps, eig_k, eig_every, chunk)
+        for i, j in zip(s_idx, v_idx, strict=True)
+    ]
+    paths = None
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        paths = [
+            os.path.join(out, f"seed{seeds[i]}_{name}{j}.nc")
+            for i, j in zip(s_idx, v_idx, strict=True)
+        ]
     devices = list(jax.devices() if devices is None else devices)
     # Sharded, the member axis is padded to a multiple of the devices with copies of the
     # last member; their results are dropped.
     pad = (-len(s_idx)) % len(devices) if len(devices) > 1 else 0
-    s_idx = np.concatenate([s_idx, np.full(pad, s_idx[-1])])
-    v_idx = np.concatenate([v_idx, np.full(pad, v_idx[-1])])
-    pick = lambda tree, idx: jax.tree_util.tree_map(
-        lambda x: x[idx] if eqx.is_array(x) else x, tree
-    )
-    f = pick(_stack([p.flat_loss for p in problems]), s_idx)
-    w0 = pick(_stack([p.flat_w0 for p in problems]), s_idx)
-    data = pick(_stack([p.data for p in problems]), s_idx)
-    opt = pick(_stack([o.astype(dtype) for o in opts]), v_idx)
+    s_pad = np.concatenate([s_idx, np.full(pad, s_idx[-1])])
+    v_pad = np.concatenate([v_idx, np.full(pad, v_idx[-1])])
+    f = _pick(_stack([p.flat_loss for p in problems]), s_pad)
+    w0 = _pick(_stack([p.flat_w0 for p in problems]), s_pad)
+    data = _pick(_stack([p.data for p in problems]), s_pad)
+    opt = _pick(_stack([o.astype(dtype) for o in opts]), v_pad)
     members = (f, w0, opt, data)
-
-    if len(devices) > 1:
-        mesh = Mesh(np.array(devices), ("member",))
-        sharding = NamedSharding(mesh, PartitionSpec("member"))
-        members = jax.tree_util.tree_map(
-            lambda x: jax.device_put(x, sharding) if eqx.is_array(x) else x, members
-        )
+    parallel = len(devices) > 1
+    sharding = None
+    if parallel:
+        sharding = NamedSharding(Mesh(np.array(devices), ("member",)), PartitionSpec("member"))
+        members = _put(members, sharding)
     f, w0, opt, data = members
 
     length = _rows_per_chunk(chunk, steps)
-    parallel = len(devices) > 1
     start = lambda *args: _start_members(settings, parallel, *args)
     run = lambda *args: _run_members(settings, parallel, length, *args)
-    (state, _, compile_seconds) = _runner.timed(start, f, w0, opt, data)
-    wall, done, chunks = 0.0, -1, []
+    if resume:
+        like = jax.eval_shape(lambda: _start_members(settings, parallel, f, w0, opt, data))
+        state, done, wall = _resume_members(paths, attrs, like, s_pad, v_pad, steps)
+        compile_seconds = 0.0
+        if parallel:
+            state = _put(state, sharding)
+    else:
+        (state, _, compile_seconds) = _runner.timed(start, f, w0, opt, data)
+        wall, done = 0.0, -1
+    chunks = []
     while done < steps:
         n = min(length if done < 0 else length - 1, steps - done)
         (state, rows), seconds, compiled = _runner.timed(
             run, f, state, opt, data, jnp.asarray(eig_every, jnp.int32), jnp.asarray(n, jnp.int32)
         )
         wall, compile_seconds = wall + seconds, compile_seconds + compiled
-        rows = jax.tree_util.tree_map(lambda x, n=n: np.asarray(x)[:, :n], jax.device_get(rows))
-        chunks.append(rows)
-        done += n
+        rows = jax.tree_util.tree_map(lambda x, n=n: np.asarray(x)[:, :n], _to_host(rows))
+        new_steps = np.arange(done + 1, done + 1 + n)
+        if paths is None:
+            chunks.append(rows)
+        else:
+            host_state = _to_host(state)  # (a collective: every process takes part)
+            for m, path in enumerate(paths if jax.process_index() == 0 else []):
+                member_state = _pick(host_state, m)
+                records = _records(_pick(rows, m), labels, member_state, wall, compile_seconds)
+                _write_chunk(path, new_steps, records, member_state, labels, attrs[m], steps, wall)
+        done = int(new_steps[-1])
 
-    host_state = jax.device_get(state)
-    grid = []
-    for i in range(S):
-        row = []
-        for j in range(V):
-            m = i * V + j
-            member_state = pick(host_state, m)
+    host_state = _to_host(state)
+    if paths is not None and jax.process_count() > 1:
+        multihost_utils.sync_global_devices("flowode.sweep: member files written")
+    datasets = []
+    for m in range(S * V):
+        if paths is None:
+            member_state = _pick(host_state, m)
             recs = [
-                _records(pick(c, m), labels, member_state, wall, compile_seconds) for c in chunks
+                _records(_pick(c, m), labels, member_state, wall, compile_seconds) for c in chunks
             ]
-            merged = _merge(recs, labels)
-            attrs = _attributes(problems[i], processes, opts[j], steps, eig_k, eig_every, chunk)
-            attrs.update({f"{k}_status": v for k, v in _statuses(member_state, labels).items()})
-            attrs["completed_steps"] = done
-            ds = build_dataset(merged, attrs)
-            row.append(ds)
-        grid.append(row)
-    out = xr.combine_nested(grid, concat_dim=["seed", name], combine_attrs="drop_conflicts")
-    out = out.assign_coords(seed=seeds, **{name: values}).transpose("seed", name, "flow", ...)
-    out.attrs.update(swept=name, members=S * V, devices=len(devices), padded_members=pad)
+            datasets.append(_in_memory(recs, labels, member_state, attrs[m], done))
+        else:
+            datasets.append(_from_file(paths[m]))
+    grid = [datasets[i * V : (i + 1) * V] for i in range(S)]
+    result = xr.combine_nested(grid, concat_dim=["seed", name], combine_attrs="drop_conflicts")
+    result = result.assign_coords(seed=seeds, **{name: values}).transpose("seed", name, "flow", ...)
+    result.attrs.update(swept=name, members=S * V, devices=len(devices), padded_members=pad)
     for key in ("fingerprint", "lr", "problem"):
-        out.attrs.pop(key, None)  # they differ between members
-    for i in range(S):
-        for j in range(V):
-            _report(processes, grid[i][j], throw=throw)
-    return out
+        result.attrs.pop(key, None)  # they differ between members
+    for ds in datasets:
+        _report(processes, ds, throw=throw)
+    return result
+
+
+def _to_host(tree):
+    """Every member's values as NumPy arrays on this host: with several hosts
+    (`jax.distributed`), the members sharded to other processes are gathered first."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def _pick(tree, idx):
+    """Member(s) `idx` of every array in `tree` (the leading axis)."""
+    return jax.tree_util.tree_map(lambda x: x[idx] if eqx.is_array(x) else x, tree)
+
+
+def _put(tree, sharding):
+    return jax.tree_util.tree_map(
+        lambda x: jax.device_put(x, sharding) if eqx.is_array(x) else x, tree
+    )
+
+
+def _resume_members(paths, attrs, like, s_pad, v_pad, steps):
+    """(stacked state, completed step, wall seconds) from the members' run files.
+
+    Every member resumes from the last step all of them completed: a sweep killed while
+    it wrote a chunk has some members one chunk ahead, and their other checkpoint slot
+    holds that step; they are rewound to it, and their later rows are written again.
+    """
+    saved = [_store.read(path)[0] for path in paths]
+    for path, s, a in zip(paths, saved, attrs, strict=True):
+        _check_same_run(path, s, a)
+    done = min(int(s["completed_steps"]) for s in saved)
+    if done > steps:
+        raise ValueError(f"cannot resume the sweep to {steps} steps: it already has {done}.")
+    one = jax.tree_util.tree_map(
+        lambda x: (
+            jax.ShapeDtypeStruct(x.shape[1:], x.dtype) if isinstance(x, jax.ShapeDtypeStruct) else x
+        ),
+        like,
+    )
+    states = []
+    for path, s in zip(paths, saved, strict=True):
+        _, _, arrays = _store.read(path, at=done)
+        if int(s["completed_steps"]) != done:
+            _store.rewind(path, done)
+        states.append(_restore(one, arrays))
+    # The padding members are copies of the last member, as when the sweep started.
+    states += [states[-1]] * (len(s_pad) - len(paths))
+    wall = max(float(s.get("wall_time_total", 0.0)) for s in saved)
+    return _stack(states), done, wall

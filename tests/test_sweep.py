@@ -97,3 +97,72 @@ def test_members_sharded_across_devices_equal_one_device():
 def test_simulate_refuses_a_sequence_of_values():
     with pytest.raises(ValueError, match="lr is a sequence of values; simulate runs one"):
         fo.simulate(_mlp(0), optimizer=fo.Adam(lr=[1e-3, 3e-3]), steps=5)
+
+
+TIMES = ("wall_time", "compile_time")
+# Totals over the run so far, and GD's moving-average variance (its window sees the end).
+TOTALS = ("n_grad", "n_hvp", "n_third", "n_hvp_observe", "n_eig_fallback", "gd_variance")
+
+
+def _same(a, b, skip=()):
+    assert set(a.data_vars) == set(b.data_vars)
+    for name in a.data_vars:
+        if name not in TIMES + tuple(skip):
+            np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+
+
+def test_sweep_streams_to_member_files_and_resumes_bit_identically(tmp_path):
+    kw = dict(seeds=[0, 1], lr=[0.05, 0.2], flows=FLOWS, chunk=30, save_params=True)
+    whole = fo.sweep(_mlp, **kw, steps=90)
+    out = tmp_path / "sweep"
+    streamed = fo.sweep(_mlp, **kw, steps=30, out=out)
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["seed0_lr0.nc", "seed0_lr1.nc", "seed1_lr0.nc", "seed1_lr1.nc"]
+    _same(streamed, whole.isel(step=slice(0, 31)), skip=TOTALS)
+    # Each member file is a run file of its own.
+    one = fo.load(out / "seed1_lr1.nc")
+    np.testing.assert_array_equal(one.loss, whole.sel(seed=1, lr=0.2).loss[:, :31])
+    # A sweep killed while it wrote a chunk leaves some members a chunk ahead: here one is
+    # advanced to step 60 on its own; the sweep resumes every member from step 30.
+    fo.simulate(_mlp(0), lr=0.2, steps=60, flows=FLOWS, chunk=30, save_params=True,
+                out=out / "seed0_lr1.nc", resume=True)  # fmt: skip
+    resumed = fo.sweep(_mlp, **kw, steps=90, out=out, resume=True)
+    _same(resumed, whole)
+    with pytest.raises(ValueError, match="it was written with lr"):
+        fo.sweep(_mlp, **{**kw, "lr": [0.05, 0.3]}, steps=120, out=out, resume=True)
+    with pytest.raises(ValueError, match="resume=True needs out="):
+        fo.sweep(_mlp, **kw, steps=90, resume=True)
+
+
+def test_one_run_data_parallel_across_devices_equals_one_device():
+    script = textwrap.dedent(
+        """
+        import os
+        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+        import jax, numpy as np
+        jax.config.update("jax_enable_x64", True)  # (this subprocess's own setting)
+        import flowode as fo
+        assert len(jax.devices()) == 8
+        p = fo.problems.mlp_regression(width=8, n=64, dtype=np.float64)
+        kw = dict(lr=0.2, steps=60, flows=("gd", "gradient", "rod"), eig_k=2)
+        split = fo.simulate(p, **kw, devices=jax.devices())
+        one = fo.simulate(p, **kw)
+        for flow in ("gd", "gradient"):
+            a, b = split.loss.sel(flow=flow), one.loss.sel(flow=flow)
+            np.testing.assert_allclose(a, b, rtol=1e-10)
+        # (the rod's floor and its onset are seeded by round-off, as GD's own oscillation)
+        for name in ("loss", "distance_to_gd", "rod_length"):
+            np.testing.assert_allclose(split[name], one[name], rtol=1e-6, atol=1e-12)
+        # (the observer's Ritz values are converged to its tolerance, not to round-off)
+        np.testing.assert_allclose(split.eigs, one.eigs, rtol=1e-3)
+        try:
+            fo.simulate(p, **kw, devices=jax.devices()[:3])
+        except ValueError as e:
+            assert "multiple of the number of devices" in str(e)
+        else:
+            raise AssertionError("64 points over 3 devices should be refused")
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
