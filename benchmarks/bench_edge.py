@@ -71,6 +71,13 @@ def save(results):
     OUT.write_text(json.dumps(results, indent=1))
 
 
+class AbsoluteAtolEdge(fo.EdgeFlow):
+    """Edge flow before its tolerance followed the state: atol absolute, as diffrax's."""
+
+    def error_scale(self, y):
+        return None
+
+
 # -- 1. cost ---------------------------------------------------------------------------
 
 
@@ -91,8 +98,16 @@ def cost_part(results):
             stepsize_controller=diffrax.ConstantStepSize(),
             dt0=1.0,
         ),
-        "edge, Heun rtol 1e-2": fo.EdgeFlow(
-            stepsize_controller=diffrax.PIDController(rtol=1e-2, atol=1e-4)
+        "edge, RKC2 rtol 1e-2": fo.EdgeFlow(
+            stepsize_controller=diffrax.PIDController(rtol=1e-2, atol=1e-3)
+        ),
+        "edge, Heun rtol 1e-3, absolute atol (before)": AbsoluteAtolEdge(
+            solver=diffrax.Heun(), stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-5)
+        ),
+        "edge, first order, Heun (before)": AbsoluteAtolEdge(
+            modified_equation=False,
+            solver=diffrax.Heun(),
+            stepsize_controller=diffrax.PIDController(rtol=1e-3, atol=1e-5),
         ),
         "edge, Tsit5 rtol 1e-4": fo.EdgeFlow(
             solver=tsit5, stepsize_controller=diffrax.PIDController(rtol=1e-4, atol=1e-6)

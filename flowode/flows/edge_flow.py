@@ -47,11 +47,12 @@ distance against 0.215, 0.029, 0.032, 0.021 without) and the onset closer to GD'
 8 (2-10 steps early against 6-13), so `modified_equation=True` is the default, at about
 twice the wall time (the term also makes the centre stiffer: ηλ + (ηλ)²/2 = 4 at the
 edge). "map" rate (ln(1 + r), GD's exact period-2 rate) entered EOS 2-10 steps before
-GD, "linear" 10-13. Heun with a PID controller matched Tsit5 at rtol 1e-6/1e-8.
-Cost (same MLP, float32): the default took 51× GD's wall time, the first-order flow 22×,
-the first-order flow with `solver=diffrax.Ralston()`, `ConstantStepSize()`, `dt0=1.0`
-12× at the first-order flow's accuracy (the cheapest measured; with the O(η²) term that
-fixed step loses its accuracy). The rod took 11×, central flow 143×.
+GD, "linear" 10-13 (measured on Heun with a PID controller, which matched Tsit5 at rtol
+1e-6/1e-8).
+Cost (same MLP, float32): on flowode's RKC2 (steps of several GD steps, as the rod) the
+default takes 26× GD's wall time and the first-order flow 10×, half of what they took
+on Heun (48× and 22× in the same run) at the same distance to GD. The rod took 5×,
+central flow 149×.
 
 **Several directions (k > 1).** U is an n×k block with one log-magnitude per column and
 Y = Σᵢ e^{aᵢ}uᵢ (all columns flip together, as GD's period-2 components do). Its
