@@ -143,6 +143,7 @@ def sweep(
     resume: bool = False,
     chunk: int = 1000,
     devices: Sequence[jax.Device] | None = None,
+    vmap: bool | None = None,
     throw: bool = False,
 ) -> xr.Dataset:
     """Run `simulate`'s processes for every seed and every value of one hyper-parameter.
@@ -155,7 +156,9 @@ def sweep(
     members run in one program per chunk: over several `devices` (default: all) vmapped
     and sharded, on one device one member after another (`lax.map`), which costs the sum
     of the members' work instead of members × the slowest (vmapped solver loops run in
-    lock-step).
+    lock-step). `vmap=True` vmaps the members on one device too: every oracle call is then
+    one batched call for all members, which pays where members are many and small and
+    their step counts alike; None (default) vmaps exactly when there are several devices.
 
     `out`: a folder (made if missing) that receives one run file per member,
     `seed{seed}_{name}{index}.nc`, each a `simulate(out=...)` file appended after every
@@ -214,9 +217,13 @@ def sweep(
     data = _pick(_stack([p.data for p in problems]), s_pad)
     opt = _pick(_stack([o.astype(dtype) for o in opts]), v_pad)
     members = (f, w0, opt, data)
-    parallel = len(devices) > 1
+    parallel = len(devices) > 1 if vmap is None else bool(vmap)
+    if len(devices) > 1 and vmap is False:
+        raise ValueError(
+            "sweep: members sharded over several devices are vmapped; vmap=False needs one device."
+        )
     sharding = None
-    if parallel:
+    if len(devices) > 1:
         sharding = NamedSharding(Mesh(np.array(devices), ("member",)), PartitionSpec("member"))
         members = _put(members, sharding)
     f, w0, opt, data = members
@@ -228,7 +235,7 @@ def sweep(
         like = jax.eval_shape(lambda: _start_members(settings, parallel, f, w0, opt, data))
         state, done, wall = _resume_members(paths, attrs, like, s_pad, v_pad, steps)
         compile_seconds = 0.0
-        if parallel:
+        if sharding is not None:
             state = _put(state, sharding)
     else:
         (state, _, compile_seconds) = _runner.timed(start, f, w0, opt, data)

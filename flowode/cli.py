@@ -1,6 +1,7 @@
-"""The `flowode` command line: `flowode demo` and `flowode run`."""
+"""The `flowode` command line: `flowode demo`, `flowode run` and `flowode sweep`."""
 
 import argparse
+import inspect
 import os
 import sys
 import time
@@ -12,6 +13,7 @@ import xarray as xr
 
 from . import optimisers, plot
 from ._simulate import FLOWS, simulate
+from ._sweep import sweep
 from .problems import PROBLEMS
 
 
@@ -170,6 +172,66 @@ def _resume(args):
     )
 
 
+def _lr_grid(text: str) -> list[float]:
+    """'a:b:n' (n learning rates evenly spaced from a to b) or 'a,b,c'."""
+    try:
+        if ":" in text:
+            a, b, n = text.split(":")
+            values = list(np.linspace(float(a), float(b), int(n)))
+        else:
+            values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a:b:n or a,b,c, got {text!r}") from None
+    if not values or not all(np.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(f"learning rates must be positive, got {text!r}")
+    return [float(v) for v in values]
+
+
+def _sweep(args):
+    if args.problem not in PROBLEMS:
+        raise UserError(
+            f"unknown problem {args.problem!r}; choose from {', '.join(sorted(PROBLEMS))}"
+        )
+    make, _ = PROBLEMS[args.problem]
+    seeded = "seed" in inspect.signature(make).parameters
+    if not seeded and args.seeds > 1:
+        raise UserError(f"problem {args.problem} has no seed; use --seeds 1")
+    factory = (lambda s: make(seed=s)) if seeded else (lambda s: make())
+    flows = tuple(s.strip() for s in args.flows.split(",") if s.strip())
+    start = time.perf_counter()
+    try:
+        ds = sweep(
+            factory,
+            seeds=range(args.seeds),
+            lr=args.lr,
+            steps=args.steps,
+            flows=flows,
+            eig_every=args.eig_every,
+            out=args.output,
+            resume=args.resume,
+        )
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        raise UserError(str(e)) from None
+    tail = ds.isel(step=slice(-100, None)).mean(("step", "seed"), skipna=True)
+    print(f"{args.problem}: {len(ds.seed)} seeds × {len(ds.lr)} learning rates, {args.steps} steps")
+    print("mean over seeds and the last 100 steps: λ₁(P⁻¹H) (ηλ₁) and distance to GD")
+    print(f"{'lr':>8}" + "".join(f"{str(f):>22}" for f in ds.flow.values if f != "midpoint"))
+    for lr in ds.lr.values:
+        cells = [
+            f"{float(tail.effective_sharpness.sel(lr=lr, flow=f)):>10.3f}"
+            f"{float(tail.distance_to_gd.sel(lr=lr, flow=f)):>12.3g}"
+            for f in ds.flow.values
+            if f != "midpoint"
+        ]
+        print(f"{lr:>8.4g}" + "".join(cells))
+    print(f"({time.perf_counter() - start:.1f} s in all, compilation included)")
+    if args.output is not None:
+        print(f"wrote the members' run files to {args.output}")
+    if args.plot is not None:
+        plot.sweep(ds, args.plot)
+        print(f"wrote {args.plot}")
+
+
 def _persistent_cache():
     """Keep compiled programs on disk, so a second `flowode` process starts warm.
 
@@ -218,6 +280,17 @@ def main(argv=None) -> int:
     )
     run.add_argument("--plot", default=None, help="PNG file to write")
     run.set_defaults(func=_run)
+    sw = sub.add_parser("sweep", help="one built-in problem over learning rates and seeds")
+    sw.add_argument("--problem", required=True, help=f"one of {', '.join(sorted(PROBLEMS))}")
+    sw.add_argument("--lr", type=_lr_grid, required=True, help="a:b:n (n values) or a,b,c")
+    sw.add_argument("--seeds", type=_positive(int), default=1, help="seeds 0..N-1 (1)")
+    sw.add_argument("--steps", type=_positive(int), default=1000, help="GD steps (1000)")
+    sw.add_argument("--flows", default="gd,gradient", help=f"comma-separated: {','.join(FLOWS)}")
+    sw.add_argument("--eig-every", type=_positive(int), default=10, help="observe every N (10)")
+    sw.add_argument("-o", "--output", default=None, help="folder: one run file per member")
+    sw.add_argument("--resume", action="store_true", help="continue the sweep in -o")
+    sw.add_argument("--plot", default=None, help="PNG file of the phase diagram")
+    sw.set_defaults(func=_sweep)
     args = parser.parse_args(argv)
     _persistent_cache()
     try:

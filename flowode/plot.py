@@ -112,3 +112,43 @@ def overview(ds: xr.Dataset, path=None):
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
+
+
+def sweep(ds: xr.Dataset, path=None, *, axes=None, last: int = 100):
+    """The EOS phase diagram of a `fo.sweep` Dataset: against the swept value, each
+    process's loss, its sharpness λ₁(P⁻¹H) and each flow's distance to the discrete run,
+    averaged over the last `last` steps (GD's period-2 oscillation averages out), the
+    mean over seeds as a line and their range as a band. Drawn into three `axes`, or a
+    new figure; saved as PNG when `path` is given.
+    """
+    name = str(ds.attrs["swept"])
+    x = ds[name].values
+    tail = ds.isel(step=slice(-last, None))
+    if axes is None:
+        fig = Figure(figsize=(15, 4.2), layout="constrained")
+        axes = fig.subplots(1, 3)
+        fig.suptitle(f"{ds.attrs.get('optimizer', 'GD')}: {ds.sizes['seed']} seeds, {name} swept")
+    else:
+        fig = axes[0].figure
+    reference = _reference(ds)
+    panels = (
+        ("loss", "loss", "final loss", "log"),
+        ("effective_sharpness", "λ₁(P⁻¹H)  (ηλ₁ for GD)", "sharpness", "linear"),
+        ("distance_to_gd", "‖w − ŵ‖", "distance to the discrete run", "log"),
+    )
+    for ax, (var, ylabel, title, scale) in zip(axes, panels, strict=True):
+        for flow in ds.flow.values:
+            if flow == "midpoint" or (var == "distance_to_gd" and flow == reference):
+                continue
+            v = tail[var].sel(flow=flow).mean("step", skipna=True)  # (seed, value)
+            st = _style(str(flow))
+            ax.plot(x, v.mean("seed"), marker="o", ms=3, **st)
+            ax.fill_between(x, v.min("seed"), v.max("seed"), color=st.get("color"), alpha=0.2)
+        ax.set(xlabel=name, ylabel=ylabel, title=f"{title} (last {last} steps)", yscale=scale)
+        ax.legend(fontsize=7)
+    threshold = float(ds.attrs.get("threshold", 2.0))
+    axes[1].axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    axes[1].legend(fontsize=7)
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

@@ -43,6 +43,7 @@ def test_out_file_equals_the_in_memory_result(uninterrupted):
     assert abs(float(ds.sharpness.sel(flow="central")[-1]) * 0.5 - 2) < 0.01
 
 
+@pytest.mark.slow  # (60 s; the default suite resumes in test_resume_can_extend_... and sweeps)
 def test_killed_run_keeps_its_chunks_and_resumes_bit_identically(uninterrupted, tmp_path):
     whole, _ = uninterrupted
     path = tmp_path / "killed.nc"

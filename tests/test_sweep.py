@@ -66,34 +66,6 @@ def test_one_swept_field_of_an_optimiser():
         )
 
 
-def test_members_sharded_across_devices_equal_one_device():
-    script = textwrap.dedent(
-        """
-        import os
-        os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-        import jax, numpy as np
-        import flowode as fo
-        assert len(jax.devices()) == 4
-        make = lambda s: fo.problems.mlp_regression(width=8, n=64, seed=s)
-        kw = dict(seeds=[0, 1], lr=[0.05, 0.2], steps=30, flows=("gd", "gradient"))
-        sharded = fo.sweep(make, **kw)
-        single = fo.sweep(make, **kw, devices=jax.devices()[:1])
-        assert sharded.attrs["devices"] == 4
-        np.testing.assert_allclose(sharded.loss, single.loss, rtol=1e-6)
-        np.testing.assert_allclose(sharded.eigs, single.eigs, rtol=1e-4)
-        # 3 members on 4 devices: padded to 4, the copy dropped
-        kw.update(lr=[0.05, 0.1, 0.2], seeds=[1])
-        sharded = fo.sweep(make, **kw)
-        assert sharded.attrs["padded_members"] == 1 and sharded.loss.shape[:2] == (1, 3)
-        single = fo.sweep(make, **kw, devices=jax.devices()[:1])
-        np.testing.assert_allclose(sharded.loss, single.loss, rtol=1e-6)
-        print("ok")
-        """
-    )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
-
-
 def test_simulate_refuses_a_sequence_of_values():
     with pytest.raises(ValueError, match="lr is a sequence of values; simulate runs one"):
         fo.simulate(_mlp(0), optimizer=fo.Adam(lr=[1e-3, 3e-3]), steps=5)
@@ -134,7 +106,8 @@ def test_sweep_streams_to_member_files_and_resumes_bit_identically(tmp_path):
         fo.sweep(_mlp, **kw, steps=90, resume=True)
 
 
-def test_one_run_data_parallel_across_devices_equals_one_device():
+def test_sharded_sweep_and_data_parallel_run_equal_one_device():
+    # One subprocess with 8 forced CPU devices (the rest of the suite keeps one), float64.
     script = textwrap.dedent(
         """
         import os
@@ -143,7 +116,24 @@ def test_one_run_data_parallel_across_devices_equals_one_device():
         jax.config.update("jax_enable_x64", True)  # (this subprocess's own setting)
         import flowode as fo
         assert len(jax.devices()) == 8
-        p = fo.problems.mlp_regression(width=8, n=64, dtype=np.float64)
+
+        # The sweep's members sharded over the devices, one member per device.
+        make = lambda s: fo.problems.mlp_regression(width=8, n=64, seed=s, dtype=np.float64)
+        kw = dict(seeds=[0, 1], lr=[0.05, 0.1, 0.15, 0.2], steps=30, flows=("gd", "gradient"))
+        sharded = fo.sweep(make, **kw)
+        single = fo.sweep(make, **kw, devices=jax.devices()[:1])
+        assert sharded.attrs["devices"] == 8
+        np.testing.assert_allclose(sharded.loss, single.loss, rtol=1e-10)
+        np.testing.assert_allclose(sharded.eigs, single.eigs, rtol=1e-4)
+        # 6 members on 8 devices: padded to 8, the copies dropped
+        kw.update(lr=[0.05, 0.1, 0.2], seeds=[1, 2])
+        sharded = fo.sweep(make, **kw)
+        assert sharded.attrs["padded_members"] == 2 and sharded.loss.shape[:2] == (2, 3)
+        single = fo.sweep(make, **kw, devices=jax.devices()[:1])
+        np.testing.assert_allclose(sharded.loss, single.loss, rtol=1e-10)
+
+        # One run with its data batch (64 points) split over the 8 devices.
+        p = make(0)
         kw = dict(lr=0.2, steps=60, flows=("gd", "gradient", "rod"), eig_k=2)
         split = fo.simulate(p, **kw, devices=jax.devices())
         one = fo.simulate(p, **kw)

@@ -1,0 +1,59 @@
+"""How a sweep's wall time grows with its members, on one device: members one after
+another (`lax.map`, the default) against all members vmapped (`vmap=True`).
+
+MLP regression (433 parameters), gd, gradient and rod flow, 1000 steps, `eig_every=10`,
+float32; members = 4 seeds × lrs evenly spaced in [0.02, 0.2] (1 member: seed 0,
+η = 0.1); vmapped only up to 4 members (it is ~10× slower: under vmap every `cond`
+becomes a select that runs both branches, the observer's fallback eigensolve included,
+and adaptive loops run in lock-step). Each sweep is timed warm (its second call); the
+reference is one member's warm `simulate` in the same run. Writes
+benchmarks/sweep_growth.json and prints a table.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import table
+
+import flowode as fo
+
+HERE = Path(__file__).parent
+STEPS, FLOWS, EVERY = 1000, ("gd", "gradient", "rod"), 10
+VMAP_UP_TO = 4  # vmapped, 4 members took 14 s against 1.5 s one after another
+
+
+def warm(fn):
+    fn()
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main(sizes=(1, 4, 16, 64, 256)):
+    make = lambda s: fo.problems.mlp_regression(seed=s)
+    one = warm(lambda: fo.simulate(make(0), lr=0.1, steps=STEPS, flows=FLOWS, eig_every=EVERY))
+    rows, out = [], {"one_member_simulate_s": one, "sizes": {}}
+    for m in sizes:
+        seeds = [0] if m == 1 else list(range(4))
+        lrs = [0.1] if m == 1 else list(np.linspace(0.02, 0.2, m // 4))
+        entry = {}
+        modes = (("map", None), ("vmap", True)) if m <= VMAP_UP_TO else (("map", None),)
+        for mode, vmap in modes:
+            kw = dict(seeds=seeds, lr=lrs, steps=STEPS, flows=FLOWS, eig_every=EVERY, vmap=vmap)
+            entry[mode] = warm(lambda kw=kw: fo.sweep(make, **kw))
+            print(m, mode, f"{entry[mode]:.2f} s", flush=True)
+        out["sizes"][m] = entry
+        v = entry.get("vmap", float("nan"))
+        rows.append(
+            (m, f"{entry['map']:.2f}", f"{entry['map'] / one:.1f}", f"{v:.2f}", f"{v / one:.1f}")
+        )
+    (HERE / "sweep_growth.json").write_text(json.dumps(out, indent=1))
+    print(f"one member's warm simulate: {one:.2f} s")
+    print(table(rows, ("members", "map s", "map × one", "vmap s", "vmap × one")))
+
+
+if __name__ == "__main__":
+    sys.exit(main(tuple(int(a) for a in sys.argv[1:]) or (1, 4, 16, 64, 256)))
