@@ -23,27 +23,23 @@ HERE = Path(__file__).parent
 FLOWS = ("gd", "gradient", "rod")
 
 
+SWEEPS = (  # (title, problem, seeds, learning rates, steps)
+    ("mlp-8-16-16-1, 4 seeds", fo.problems.mlp_regression, 4, np.linspace(0.02, 0.2, 8), 1000),
+    ("digits MLP 64-32-32-10, 2 seeds", fo.problems.digits_mlp, 2, np.linspace(0.1, 0.9, 6), 600),
+)
+
+
 def main():
-    mlp = fo.sweep(
-        lambda s: fo.problems.mlp_regression(seed=s),
-        seeds=range(4),
-        lr=np.linspace(0.02, 0.2, 8),
-        steps=1000,
-        flows=FLOWS,
-        eig_every=10,
-    )
-    digits = fo.sweep(
-        lambda s: fo.problems.digits_mlp(seed=s),
-        seeds=range(2),
-        lr=np.linspace(0.1, 0.9, 6),
-        steps=600,
-        flows=FLOWS,
-        eig_every=10,
-    )
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.4), layout="constrained")
-    for row, (title, ds) in enumerate(
-        (("mlp-8-16-16-1, 4 seeds", mlp), ("digits MLP 64-32-32-10, 2 seeds", digits))
-    ):
+    for row, (title, problem, seeds, lrs, steps) in enumerate(SWEEPS):
+        ds = fo.sweep(
+            lambda s, problem=problem: problem(seed=s),
+            seeds=range(seeds),
+            lr=lrs,
+            steps=steps,
+            flows=FLOWS,
+            eig_every=10,
+        )
         fo.plot.sweep(ds, axes=axes[row])
         axes[row, 0].set_title(f"{title}: final loss (last 100 steps)")
     fig.suptitle("The EOS phase diagram: GD, gradient flow and rod flow against η")
