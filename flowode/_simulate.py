@@ -94,6 +94,14 @@ def _fingerprint(problem: Problem) -> str:
     return digest.hexdigest()[:20]
 
 
+def _check_out(out, resume: bool, what: str):
+    """`out`'s folder exists, and `resume` has an `out` (`what` it names)."""
+    if resume and out is None:
+        raise ValueError(f"resume=True needs out=, {what}.")
+    if out is not None and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise FileNotFoundError(f"out: the folder of {os.fspath(out)!r} does not exist.")
+
+
 def _check_same_run(path, saved: dict, attrs: dict):
     for key in (
         "problem",
@@ -176,10 +184,7 @@ def simulate(
         )
     if not isinstance(save_params, bool | np.bool_):
         raise TypeError(f"save_params must be True or False, got {save_params!r}.")
-    if resume and out is None:
-        raise ValueError("resume=True needs out=, the run file to continue.")
-    if out is not None and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise FileNotFoundError(f"out: the folder of {os.fspath(out)!r} does not exist.")
+    _check_out(out, resume, "the run file to continue")
     if progress is None:
         progress = steps >= 5000
     if not (callable(progress) or isinstance(progress, bool | np.bool_)):
@@ -310,9 +315,11 @@ def _data_parallel(w0, opt, data, devices):
     mesh = Mesh(np.array(devices), ("batch",))
     batch, whole = NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
 
+    replicate = lambda x: jax.device_put(x, whole) if eqx.is_array(x) else x  # noqa: E731
+
     def split(x):
         if not eqx.is_array(x) or x.ndim == 0:
-            return jax.device_put(x, whole) if eqx.is_array(x) else x
+            return replicate(x)
         if x.shape[0] % len(devices):
             raise ValueError(
                 f"devices: a data array of shape {x.shape} does not split over {len(devices)} "
@@ -320,7 +327,6 @@ def _data_parallel(w0, opt, data, devices):
             )
         return jax.device_put(x, batch)
 
-    replicate = lambda x: jax.device_put(x, whole) if eqx.is_array(x) else x  # noqa: E731
     tree_map = jax.tree_util.tree_map
     return tree_map(replicate, w0), tree_map(replicate, opt), tree_map(split, data)
 

@@ -27,6 +27,7 @@ from ._problem import Problem
 from ._simulate import (
     FALLBACK_TOL,
     _attributes,
+    _check_out,
     _check_positive_int,
     _check_same_run,
     _from_file,
@@ -156,9 +157,10 @@ def sweep(
     members run in one program per chunk: over several `devices` (default: all) vmapped
     and sharded, on one device one member after another (`lax.map`), which costs the sum
     of the members' work instead of members × the slowest (vmapped solver loops run in
-    lock-step). `vmap=True` vmaps the members on one device too: every oracle call is then
-    one batched call for all members, which pays where members are many and small and
-    their step counts alike; None (default) vmaps exactly when there are several devices.
+    lock-step). `vmap=True` vmaps the members on one device too (every oracle call one
+    batched call); on CPU it measured 7.5× slower than the default at 4 members, since
+    under vmap every `cond` runs both branches. None (default) vmaps exactly when there
+    are several devices.
 
     `out`: a folder (made if missing) that receives one run file per member,
     `seed{seed}_{name}{index}.nc`, each a `simulate(out=...)` file appended after every
@@ -172,10 +174,7 @@ def sweep(
     for key, value in (("steps", steps), ("eig_k", eig_k), ("eig_every", eig_every)):
         _check_positive_int(key, value)
     _check_positive_int("chunk", chunk)
-    if resume and out is None:
-        raise ValueError("resume=True needs out=, the folder of the sweep's run files.")
-    if out is not None and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise FileNotFoundError(f"out: the folder of {os.fspath(out)!r} does not exist.")
+    _check_out(out, resume, "the folder of the sweep's run files")
     problems = [make_problem(s) for s in seeds]
     for p in problems:
         if not isinstance(p, Problem):

@@ -40,6 +40,21 @@ def orthonormal(U: Float[Array, "n k"]) -> Float[Array, "n k"]:
     return Q * signs
 
 
+def tolerance_scales(y) -> tuple[tuple[Scalar, Scalar, Scalar], tuple[bool, bool, bool]]:
+    """Tolerance scales of a state (X, a, U) with Y = U e^a (`AbstractFlow.error_scale`).
+
+    X at the iterate's RMS √(‖X‖² + |Y|²)/√n, where GD itself rounds (past the threshold
+    |Y| ≫ |X| and the pair's sum holds X only to ε|Y|); U at its own RMS; the
+    log-amplitudes a held to atol + rtol whatever their size (their error is relative).
+    """
+    X, a, U = y
+    tiny = jnp.sqrt(jnp.finfo(X.dtype).tiny)
+    x_scale = jnp.sqrt(jnp.mean(X**2) + jnp.sum(jnp.exp(2 * a)) / X.size)
+    u_scale = jnp.sqrt(jnp.mean(U**2))
+    scales = (jnp.maximum(x_scale, tiny), jnp.ones((), X.dtype), jnp.maximum(u_scale, tiny))
+    return scales, (True, False, True)
+
+
 def pair_grads(
     f, X: Float[Array, " n"], d: Float[Array, " n"], data: PyTree
 ) -> Float[Array, "2 n"]:

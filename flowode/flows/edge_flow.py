@@ -86,6 +86,7 @@ from ._rod_state import (
     orthonormal,
     pair_grads,
     probe_distance,
+    tolerance_scales,
 )
 
 MagnitudeSharpness = Literal["secant", "centre"]
@@ -218,14 +219,7 @@ class EdgeFlow(AbstractFlow):
         return (dX, da, dU)
 
     def error_scale(self, y):
-        # X at the iterate's scale (past the threshold the pair's sum holds X to ε|Y|);
-        # U at its RMS; the log-magnitudes a to atol alone.
-        X, a, U = y
-        tiny = jnp.sqrt(jnp.finfo(X.dtype).tiny)
-        x_scale = jnp.sqrt(jnp.mean(X**2) + jnp.sum(jnp.exp(2 * a)) / X.size)
-        u_scale = jnp.sqrt(jnp.mean(U**2))
-        scales = (jnp.maximum(x_scale, tiny), jnp.ones((), X.dtype), jnp.maximum(u_scale, tiny))
-        return scales, (True, False, True)
+        return tolerance_scales(y)
 
     def size(self, y):
         X, a, _ = y

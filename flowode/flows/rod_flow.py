@@ -72,7 +72,7 @@ import jax.numpy as jnp
 
 from .._rkc import RKC2
 from .._spectral import OracleCounts
-from ._base import AbstractFlow, relative_scale
+from ._base import AbstractFlow
 from ._rod_state import (
     AmplitudeRate,
     check_options,
@@ -82,6 +82,7 @@ from ._rod_state import (
     option_floor,
     pair_grads as _pair_grads,
     probe_distance,
+    tolerance_scales,
     unit,
 )
 
@@ -183,13 +184,7 @@ class RodFlow(AbstractFlow):
         return (dX, da, du)
 
     def error_scale(self, y):
-        # X is resolved at the iterate's scale |X ± Y| (GD's own rounding is there: past
-        # the threshold |Y| ≫ |X| and the pair's sum holds X only to ε|Y|).
-        X, a, _ = y
-        x_scale = jnp.sqrt(jnp.mean(X**2) + jnp.exp(2 * a) / X.size)
-        (_, a_scale, u_scale), relative = relative_scale(y)
-        x_scale = jnp.maximum(x_scale, jnp.sqrt(jnp.finfo(X.dtype).tiny))
-        return (x_scale, a_scale, u_scale), relative
+        return tolerance_scales(y)
 
     def size(self, y):
         X, a, _ = y
