@@ -1,13 +1,11 @@
 """How a sweep's wall time grows with its members, on one device: members one after
-another (`lax.map`, the default) against all members vmapped (`vmap=True`).
+another (`lax.map`, the default) against all members vmapped (`vmap=True`), and the
+floor set by the hardware: plain GD (one jitted `lax.scan`) vmapped over as many members.
 
 MLP regression (433 parameters), gd, gradient and rod flow, 1000 steps, `eig_every=10`,
 float32; members = 4 seeds × lrs evenly spaced in [0.02, 0.2] (1 member: seed 0,
-η = 0.1); vmapped only up to 4 members (it is ~10× slower: under vmap every `cond`
-becomes a select that runs both branches, the observer's fallback eigensolve included,
-and adaptive loops run in lock-step). Each sweep is timed warm (its second call); the
-reference is one member's warm `simulate` in the same run. Writes
-benchmarks/sweep_growth.json and prints a table.
+η = 0.1). Each sweep is timed warm (its second call); the reference is one member's warm
+`simulate` in the same run. Writes benchmarks/sweep_growth.json and prints a table.
 """
 
 import json
@@ -15,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from _common import table
 
@@ -22,20 +22,36 @@ import flowode as fo
 
 HERE = Path(__file__).parent
 STEPS, FLOWS, EVERY = 1000, ("gd", "gradient", "rod"), 10
-VMAP_UP_TO = 4  # vmapped, 4 members took 14 s against 1.5 s one after another
+VMAP_UP_TO = 64
 
 
 def warm(fn):
-    fn()
+    jax.block_until_ready(fn())
     start = time.perf_counter()
-    fn()
+    jax.block_until_ready(fn())
     return time.perf_counter() - start
+
+
+def plain_gd(problems, lrs):
+    """Warm seconds of plain GD, one `lax.scan` per member, vmapped over the members."""
+    f = problems[0].flat_loss
+
+    def gd(w, lr, data):
+        body = lambda w, _: (w - lr * jax.grad(f)(w, data), None)
+        return jax.lax.scan(body, w, None, STEPS)[0]
+
+    W = jnp.stack([p.flat_w0 for p in problems])
+    D = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[p.data for p in problems])
+    run = jax.jit(jax.vmap(gd))
+    return warm(lambda: run(W, jnp.asarray(lrs, W.dtype), D))
 
 
 def main(sizes=(1, 4, 16, 64, 256)):
     make = lambda s: fo.problems.mlp_regression(seed=s)
     one = warm(lambda: fo.simulate(make(0), lr=0.1, steps=STEPS, flows=FLOWS, eig_every=EVERY))
-    rows, out = [], {"one_member_simulate_s": one, "sizes": {}}
+    gd_one = plain_gd([make(0)], [0.1])
+    rows = []
+    out = {"one_member_simulate_s": one, "one_member_plain_gd_s": gd_one, "sizes": {}}
     for m in sizes:
         seeds = [0] if m == 1 else list(range(4))
         lrs = [0.1] if m == 1 else list(np.linspace(0.02, 0.2, m // 4))
@@ -45,14 +61,28 @@ def main(sizes=(1, 4, 16, 64, 256)):
             kw = dict(seeds=seeds, lr=lrs, steps=STEPS, flows=FLOWS, eig_every=EVERY, vmap=vmap)
             entry[mode] = warm(lambda kw=kw: fo.sweep(make, **kw))
             print(m, mode, f"{entry[mode]:.2f} s", flush=True)
+        problems = [make(s) for s in seeds for _ in lrs]
+        entry["plain_gd"] = plain_gd(problems, [lr for _ in seeds for lr in lrs])
         out["sizes"][m] = entry
         v = entry.get("vmap", float("nan"))
         rows.append(
-            (m, f"{entry['map']:.2f}", f"{entry['map'] / one:.1f}", f"{v:.2f}", f"{v / one:.1f}")
+            (
+                m,
+                f"{entry['map']:.2f}",
+                f"{entry['map'] / one:.1f}",
+                f"{v:.2f}",
+                f"{v / one:.1f}",
+                f"{entry['plain_gd'] / gd_one:.1f}",
+            )
         )
     (HERE / "sweep_growth.json").write_text(json.dumps(out, indent=1))
-    print(f"one member's warm simulate: {one:.2f} s")
-    print(table(rows, ("members", "map s", "map × one", "vmap s", "vmap × one")))
+    print(f"one member's warm simulate: {one:.2f} s; plain GD: {gd_one:.3f} s")
+    print(
+        table(
+            rows,
+            ("members", "map s", "map × one", "vmap s", "vmap × one", "plain GD × one"),
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -110,9 +110,8 @@ def _finite(*xs) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs]))
 
 
-def _row(settings: Settings, f, state: RunState, opt, data, eig_every):
-    """Advance every process to step `state.row` and observe it: (state, records)."""
-    k = state.row
+def _row(settings: Settings, f, state: RunState, opt, data, eig_every, k):
+    """Advance every process to step k (= `state.row`) and observe it: (state, records)."""
     t = k.astype(state.tracks.basis.dtype)
     due = (k % eig_every) == 0
 
@@ -249,20 +248,25 @@ def run_chunk(
     eig_every: Int[Array, ""],
     n: Int[Array, ""],
     length: int,
+    row0: Int[Array, ""] | None = None,
 ) -> tuple[RunState, dict[str, dict[str, Array]]]:
     """Rows state.row .. state.row + n − 1 (n ≤ length; `length` is static).
 
     Eigenvalues are observed at rows that are multiples of `eig_every` (traced).
+    `row0` (= state.row) may be given apart: a sweep gives it unbatched, so that under
+    `vmap` whether a row is observed stays a `cond` instead of a select that observes
+    every row.
     """
-    row = lambda s: _row(settings, f, s, opt, data, eig_every)
-    shapes = jax.eval_shape(lambda s: row(s)[1], state)
+    row0 = state.row if row0 is None else row0
+    row = lambda s, k: _row(settings, f, s, opt, data, eig_every, k)
+    shapes = jax.eval_shape(lambda s: row(s, row0)[1], state)
 
     def step(state, i):
-        def skip(state):
+        def skip(state, k):
             blank = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             return state, blank
 
-        return lax.cond(i < n, row, skip, state)
+        return lax.cond(i < n, row, skip, state, _int(row0 + i))
 
     return lax.scan(step, state, jnp.arange(length))
 

@@ -120,13 +120,14 @@ def _start_members(settings, parallel: bool, f, w0, opt, data):
 
 
 @eqx.filter_jit
-def _run_members(settings, parallel: bool, length: int, f, state, opt, data, every, n):
-    """`run_chunk` for every member; compiled once per settings, shapes and `length`."""
+def _run_members(settings, parallel: bool, length: int, f, state, opt, data, every, n, row0):
+    """`run_chunk` for every member; compiled once per settings, shapes and `length`.
+    Every member is at the same row, `row0`, given unbatched."""
 
-    def one(f, s, o, d, every, n):
-        return _runner.run_chunk.__wrapped__(settings, f, s, o, d, every, n, length)
+    def one(f, s, o, d, every, n, row0):
+        return _runner.run_chunk.__wrapped__(settings, f, s, o, d, every, n, length, row0)
 
-    return (_vmapped if parallel else _mapped)(one, 4)(f, state, opt, data, every, n)
+    return (_vmapped if parallel else _mapped)(one, 4)(f, state, opt, data, every, n, row0)
 
 
 def sweep(
@@ -243,7 +244,14 @@ def sweep(
     while done < steps:
         n = min(length if done < 0 else length - 1, steps - done)
         (state, rows), seconds, compiled = _runner.timed(
-            run, f, state, opt, data, jnp.asarray(eig_every, jnp.int32), jnp.asarray(n, jnp.int32)
+            run,
+            f,
+            state,
+            opt,
+            data,
+            jnp.asarray(eig_every, jnp.int32),
+            jnp.asarray(n, jnp.int32),
+            jnp.asarray(done + 1, jnp.int32),
         )
         wall, compile_seconds = wall + seconds, compile_seconds + compiled
         rows = jax.tree_util.tree_map(lambda x, n=n: np.asarray(x)[:, :n], _to_host(rows))
