@@ -67,7 +67,7 @@ def _resolve(flows, opt: AbstractOptimiser) -> list[AbstractProcess]:
             raise ValueError(f"Flow {flow.name!r} is given twice.")
         if not flow.supports(opt):
             raise ValueError(
-                f"flow {flow.name!r} models plain GD (with any lr schedule) only, not "
+                f"flow {flow.name!r} models {flow.models} only, not "
                 f"{type(opt).__name__}; with {type(opt).__name__} run the discrete "
                 f"optimiser and its stable flow (flows=('{opt.name}', 'gradient'))."
             )

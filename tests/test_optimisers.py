@@ -236,8 +236,12 @@ def test_bad_hyperparameters_are_named(make, match):
 def test_bad_runs_are_refused_before_they_start(mlp):
     with pytest.raises(ValueError, match="schedule gives .* at step 50"):
         fo.simulate(mlp, lr=optax.linear_schedule(0.1, -0.1, 100), steps=60, flows=("gd",))
-    with pytest.raises(ValueError, match="'central' models plain GD"):
+    with pytest.raises(ValueError, match="'central' models GD .* and RMSProp only, not Adam"):
         fo.simulate(mlp, optimizer=fo.Adam(0.01), steps=5, flows=("central",))
+    with pytest.raises(ValueError, match="'rod' models GD, heavy-ball, .* only, not Adam"):
+        fo.simulate(mlp, optimizer=fo.Adam(0.01), steps=5, flows=("rod",))
+    with pytest.raises(ValueError, match="'rod_me' models plain GD .* only, not HeavyBall"):
+        fo.simulate(mlp, optimizer=fo.HeavyBall(0.01), steps=5, flows=("rod_me",))
     with pytest.raises(ValueError, match="not both"):
         fo.simulate(mlp, lr=0.1, optimizer=fo.GD(0.1), steps=5)
     with pytest.raises(TypeError, match="flowode optimiser"):

@@ -272,3 +272,103 @@ def test_rod_accuracy_does_not_depend_on_the_scale_of_w(dtype, lr):
             assert int(ds.n_grad.sel(flow="rod")) < 6 * 200  # (Heun took 3.4-5.2 per step)
         assert all(0.2 < r < 5 for r in ratios), ratios
         np.testing.assert_allclose(ratios, ratios[2], rtol=0.01)
+
+
+# -- other optimisers: the rod of the whole update map ---------------------------------
+
+
+def _split(opt, f, X, Y, M, Dm, t):
+    """The exact even/odd split of one step of z ↦ Φ(z) at z = Z ± V, V = (Y, Dm):
+    (Z(t+1) − Z, V(t+1) − V), computed from the optimiser's own discrete step."""
+    tree = jax.tree_util.tree_map
+    plus = opt.step(X + Y, tree(lambda m, d: m + d, M, Dm), jax.grad(f)(X + Y), t)
+    minus = opt.step(X - Y, tree(lambda m, d: m - d, M, Dm), jax.grad(f)(X - Y), t)
+    dZ = tree(lambda p, q, z: 0.5 * (p + q) - z, plus, minus, (X, M))
+    dV = tree(lambda p, q, v: 0.5 * (q - p) - v, plus, minus, (Y, Dm))
+    return dZ, dV
+
+
+@pytest.mark.parametrize(
+    "opt",
+    [fo.HeavyBall(lr=0.05, beta=0.8), fo.Nesterov(lr=0.05, beta=0.5), fo.Adam(lr=0.01)],
+    ids=lambda o: o.name,
+)
+def test_optimiser_rod_field_is_the_map_split(x64, opt):
+    # Linear rate, no floor, |V| resolvable: dZ/dt = ½[Φ(Z+V) + Φ(Z−V)] − Z and
+    # dV/dt = ½[Φ(Z−V) − Φ(Z+V)] − V on the oscillating parts; ν (Adam's second
+    # moment) is smooth: its centre only, fed by the pair's mean.
+    opt = opt.astype(jnp.float64)
+    rod = fo.RodFlow(floor=0, amplitude_rate="linear")
+    X = jnp.linspace(-1.0, 1.0, 5)
+    Y = 0.05 * jnp.array([1.0, -2.0, 0.5, 0.3, 1.0])
+    m = jnp.array([0.3, -0.1, 0.2, 0.0, 0.5])
+    dm = 0.02 * jnp.array([0.5, 1.0, -1.0, 0.2, 0.1])
+    if isinstance(opt, fo.Adam):
+        M, Dm = (m, jnp.array([1.0, 2.0, 0.5, 0.1, 0.3])), (dm, jnp.zeros(5))
+    else:
+        M, Dm = m, dm
+    kappa = jnp.asarray(0.7)
+    norm = jnp.sqrt(jnp.sum(Y**2) + kappa**2 * jnp.sum(dm**2))
+    y = (X, jnp.log(norm), Y / norm, M, jax.tree_util.tree_map(lambda d: d / norm, Dm), kappa)
+    t = jnp.asarray(3.0)
+    dX, da, du, dM, dD, dk = rod.vector_field(_f, t, y, opt, None)
+    (dZ_w, dZ_s), (dV_w, dV_s) = _split(opt, _f, X, Y, M, Dm, t)
+    np.testing.assert_allclose(dX, dZ_w, rtol=1e-10, atol=1e-13)
+    for a, b in zip(jax.tree_util.tree_leaves(dM), jax.tree_util.tree_leaves(dZ_s), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+    # V = e^a (u, D): dV/dt = e^a(ȧ(u, D) + (u̇, Ḋ)).
+    np.testing.assert_allclose(norm * (da * y[2] + du), dV_w, rtol=1e-8, atol=1e-12)
+    dV_m = dV_s[0] if isinstance(opt, fo.Adam) else dV_s
+    D_m = y[4][0] if isinstance(opt, fo.Adam) else y[4]
+    dD_m = dD[0] if isinstance(opt, fo.Adam) else dD
+    np.testing.assert_allclose(norm * (da * D_m + dD_m), dV_m, rtol=1e-8, atol=1e-12)
+    if isinstance(opt, fo.Adam):
+        assert float(jnp.max(jnp.abs(dD[1]))) == 0.0  # ν carries no half-length
+    assert float(dk) == 0.0
+
+
+def _flip_multiplier(J):
+    ev = np.linalg.eigvals(J)
+    assert np.all(np.abs(ev.imag) < 1e-12), ev  # a real flip, no rotation
+    return float(np.max(np.abs(ev[ev.real < 0])))
+
+
+@pytest.mark.parametrize("ratio", [0.99, 1.01])
+@pytest.mark.parametrize("name, beta", [("heavy_ball", 0.5), ("nesterov", 0.5), ("nesterov", 0.9)])
+def test_optimiser_rod_grows_at_the_period2_rate_past_its_threshold(x64, name, beta, ratio):
+    # ½λw² with λ·P⁻¹ = ratio × the optimiser's threshold: the map of (w, m) has a
+    # multiplier μ < 0; the rod's log-amplitude grows at ln|μ| per step, the discrete
+    # period-2 rate, so it grows exactly when the threshold is crossed.
+    lam = 10.0
+    if name == "heavy_ball":
+        make, thr = fo.HeavyBall, 2 * (1 + beta)
+    else:
+        make, thr = fo.Nesterov, 2 * (1 + beta) / (1 + 2 * beta)
+    lr = ratio * thr / lam
+    h = lr * lam  # m' = λw + βm; w' = w − η m' (heavy-ball) or w − η(λw + βm') (Nesterov)
+    if name == "heavy_ball":
+        J = np.array([[1 - h, -lr * beta], [lam, beta]])
+    else:
+        J = np.array([[1 - h * (1 + beta), -lr * beta**2], [lam, beta]])
+    p = fo.problems.quadratic((1.0, lam), dtype=jnp.float64)
+    ds = fo.simulate(p, optimizer=make(lr=lr, beta=beta), steps=150, flows=("rod",), eig_every=150)
+    a = np.log(ds.rod_length.sel(flow="rod").values)
+    fit = np.polyfit(np.arange(60, 151), a[60:], 1)[0]
+    assert fit == pytest.approx(np.log(_flip_multiplier(J)), abs=1e-3)
+    assert (fit > 0) == (ratio > 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rmsprop_rod_tracks_past_eos_closer_than_the_stable_flow(seed):
+    # MLP-433, RMSProp η = 1e-3, β₂ = 0.99 (float32): λ₁(P⁻¹H) reaches 2 and the iterates
+    # oscillate; over the last 500 steps the rod's predicted iterate is ≥ 5× closer to
+    # RMSProp's than the stable flow's (benchmarks: 9.4-10.9× on these seeds, 4.2× on seed 2).
+    p = fo.problems.mlp_regression(seed=seed)
+    opt = fo.RMSProp(lr=1e-3, beta2=0.99)
+    ds = fo.simulate(p, optimizer=opt, steps=1000, flows=("gradient", "rod"), eig_every=50)
+    late = ds.effective_sharpness.sel(flow="rmsprop").sel(step=slice(500, 1000)).dropna("step")
+    assert abs(float(late.median()) - 2.0) < 0.05
+    d = ds.distance_to_gd.sel(step=slice(500, 1000)).mean("step")
+    assert float(d.sel(flow="rod")) * 5 <= float(d.sel(flow="gradient"))
+    assert float(ds.rod_length.sel(flow="rod")[-1]) > 1e-3

@@ -117,6 +117,11 @@ class AbstractProcess(eqx.Module):
         """Whether this process models `opt` (default: plain GD, with any lr schedule)."""
         return isinstance(opt, GD)
 
+    @property
+    def models(self) -> str:
+        """The optimisers `supports` accepts, in words, for the error that refuses another."""
+        return "plain GD (with any lr schedule)"
+
     def optimiser_state(self, state: State) -> PyTree[Array]:
         """The optimiser's state (momentum, ν) at this state; () where it has none."""
         return ()

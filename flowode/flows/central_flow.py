@@ -174,6 +174,10 @@ class CentralFlow(AbstractFlow):
     def supports(self, opt):
         return isinstance(opt, GD | RMSProp)
 
+    @property
+    def models(self):
+        return "GD (with any lr schedule) and RMSProp"
+
     def _geometry(self, f, opt, w, nu, t):
         """(loss, point, s, η) in the coordinates where the optimiser is GD.
 

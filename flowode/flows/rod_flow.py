@@ -64,6 +64,32 @@ Measured (float64, 4 seeds × η ∈ {0.1, 0.15}): before the onset the correcti
 the rod 2.0-3.6× closer to GD's iterates; after it, its centre is 0.46-1.03× the plain
 rod's distance to GD's midpoint, worse by up to 3% on half the runs. It is therefore
 an option, not the default.
+
+**Other optimisers.** For an update map z ↦ Φ_t(z) on z = (w, s), s the optimiser's
+state, the same split z_k = Z + (−1)^k V gives, to first order,
+
+    dZ/dt = ½[Φ(Z+V) + Φ(Z−V)] − Z,      dV/dt = ½[Φ(Z−V) − Φ(Z+V)] − V,
+
+which for GD is the rod above. Linearised, dV/dt = (−J_Φ − I)V: V grows exactly where
+J_Φ has a real eigenvalue μ < −1, the flip at each optimiser's threshold on λ₁(P⁻¹H),
+and with the "map" rate ln(1 + r) its log-amplitude grows at ln|μ| per step, the
+discrete period-2 rate (tested on quadratics for heavy-ball and Nesterov). A momentum
+oscillates with w and is split; a second moment ν averages g² over ~1/(1 − β₂) steps and
+is carried as a centre only, fed by the mean of the pair (`AbstractOptimiser.
+oscillating`). The state is (X, a, u, M, D, κ): V = e^a (u, D) with the direction
+normalised in the norm |u|² + κ²|D|², κ a constant from the first step (w's step per
+unit of state), because with a momentum the w-part of V alone may vanish as V turns. Φ's
+w-part is taken as an increment (`AbstractOptimiser.increment`), with no cancellation.
+
+Measured (benchmarks/bench_optimiser_rod.py: MLP-433, float32, 1000 steps, seeds 0-2;
+the stable flow's mean distance to the discrete iterates after the onset over the rod's,
+GD's own rod 5.9-25×): RMSProp (η = 1e-3, β₂ = 0.99) 4.2-13×; Nesterov (η = 0.05,
+β = 0.5) 4.3-8.4×; heavy-ball (η = 0.07, β = 0.5) 3.3-4.6×; heavy-ball (η = 0.03,
+β = 0.9) 1.1-1.2×. First order in time is coarse for a momentum whose multipliers sit
+near 1 and −1, and a momentum's complex multipliers hold RKC2 to short steps (20-67
+gradients per GD step). With Adam (η = 3e-3, β₂ = 0.999) the rod entered EOS at steps
+264-445 on all three seeds while Adam's own iterates never oscillated (λ₁(P⁻¹H) ≈ 35.5
+against 38), so the rod refuses Adam.
 """
 
 import diffrax
@@ -72,7 +98,8 @@ import jax.numpy as jnp
 
 from .._rkc import RKC2
 from .._spectral import OracleCounts
-from ._base import AbstractFlow
+from ..optimisers import GD, Adam
+from ._base import AbstractFlow, relative_scale
 from ._rod_state import (
     AmplitudeRate,
     check_options,
@@ -87,6 +114,23 @@ from ._rod_state import (
 )
 
 
+def _tree(fn, *trees):
+    return jax.tree_util.tree_map(fn, *trees)
+
+
+def _leaves(tree):
+    return jax.tree_util.tree_leaves(tree)
+
+
+def _sum_squares(tree):
+    return sum(jnp.sum(x**2) for x in _leaves(tree))
+
+
+def _joint_norm(u, D, kappa):
+    """√(|u|² + κ²|D|²): the norm of the half-length's direction (w and state parts)."""
+    return jnp.sqrt(jnp.sum(u**2) + kappa**2 * _sum_squares(D))
+
+
 class RodFlow(AbstractFlow):
     """The rod ODE for the centre X and half-length Y = e^a u, started from GD's first two iterates.
 
@@ -99,6 +143,8 @@ class RodFlow(AbstractFlow):
       for ever, and Y = 0 is invariant).
     - `amplitude_rate`: "map" (ln(1 + r), the exact period-2 map rate) or "linear" (r,
       the first-order rod). See the module docstring.
+    - With another optimiser (heavy-ball, Nesterov, RMSProp, Adam) the rod is that of its
+      whole update map; see the module docstring for what it models and how well.
     - `modified_equation`: add the O(η²) backward-error term −(η²/8)(H₊ + H₋)(g₊ + g₋)
       to the centre (two HVPs more per evaluation). Named "rod_me" in a Dataset.
     - `solver`, `stepsize_controller`: flowode's RKC2, whose power iteration for the
@@ -153,17 +199,51 @@ class RodFlow(AbstractFlow):
     def _log_floor(self, X, amplitude):
         return option_floor(self.floor, X, amplitude)
 
+    def supports(self, opt):
+        # Optimisers through their update map (module docstring, "Other optimisers"); the
+        # O(η²) centre term is derived for GD only. Not Adam: there the first-order split
+        # entered EOS on MLP-433 where Adam itself did not (bench_optimiser_rod.py).
+        if self.modified_equation:
+            return isinstance(opt, GD)
+        return not isinstance(opt, Adam)
+
+    @property
+    def models(self):
+        if self.modified_equation:
+            return "plain GD (with any lr schedule)"
+        return (
+            "GD, heavy-ball, Nesterov and RMSProp (with Adam its first-order split entered "
+            "EOS where Adam did not, benchmarks/bench_optimiser_rod.py)"
+        )
+
     def init(self, f, w0, opt, data):
-        lr = opt.learning_rate(jnp.zeros((), w0.dtype))
         g0 = jax.grad(f)(w0, data)
-        X0, Y0 = w0 - 0.5 * lr * g0, 0.5 * lr * g0
+        if opt.has_state:  # z₀ = (w₀, s₀), z₁ = Φ(z₀): Z = (z₀ + z₁)/2, V = (z₀ − z₁)/2
+            s0 = opt.init(w0, g0)
+            dw, s1 = opt.increment(s0, g0, jnp.zeros((), jnp.int32))
+        else:
+            dw = -opt.learning_rate(jnp.zeros((), w0.dtype)) * g0
+        X0, Y0 = w0 + 0.5 * dw, -0.5 * dw
         fallback = jax.random.normal(jax.random.key(0), w0.shape, w0.dtype)
         a_floor = self._log_floor(X0, jnp.zeros((), w0.dtype))
         log_min = jnp.log(jnp.finfo(w0.dtype).tiny) if a_floor is None else a_floor
         a0, u0 = from_vector(Y0, fallback, log_min)
-        return (X0, a0, u0)
+        if not opt.has_state:
+            return (X0, a0, u0)
+        osc = opt.oscillating(s0)
+        M0 = _tree(lambda p, q: 0.5 * (p + q), s0, s1)
+        half = _tree(lambda o, p, q: 0.5 * (p - q) * o, osc, s0, s1)  # 0 on smooth leaves
+        # κ weighs the state's half-length against w's in the direction's norm: the w-step
+        # per unit of state at the first step, so that both parts count alike.
+        s_norm = jnp.sqrt(_sum_squares(half))
+        kappa = jnp.where(s_norm > 0, jnp.linalg.norm(Y0) / jnp.where(s_norm > 0, s_norm, 1), 1)
+        D = _tree(lambda h: h * jnp.exp(-a0), half)
+        c = jnp.sqrt(1 + kappa**2 * _sum_squares(D))  # the joint norm of (u₀, D)
+        return (X0, a0 + jnp.log(c), u0 / c, M0, _tree(lambda d: d / c, D), kappa)
 
     def vector_field(self, f, t, y, opt, data):
+        if opt.has_state:
+            return self._optimiser_field(f, t, y, opt, data)
         lr = opt.learning_rate(t)
         X, a, u = y
         u_hat, u_norm = unit(u)
@@ -183,17 +263,62 @@ class RodFlow(AbstractFlow):
         du = v - r * u_hat + (1 - u_norm) * u_hat
         return (dX, da, du)
 
+    def _optimiser_field(self, f, t, y, opt, data):
+        """The rod of the whole update map z ↦ Φ(z), z = (w, s) (module docstring)."""
+        X, a, u, M, D, kappa = y
+        osc = opt.oscillating(M)
+        norm = _joint_norm(u, D, kappa)
+        u_hat, D_hat = u / norm, _tree(lambda d: d / norm, D)
+        delta = probe_distance(jnp.exp(a), X)
+        G = _pair_grads(f, X, delta * u_hat, data)  # (2, n): ∇L(X ± δu)
+        dw_p, s_p = opt.increment(_tree(lambda m, d: m + delta * d, M, D_hat), G[0], t)
+        dw_m, s_m = opt.increment(_tree(lambda m, d: m - delta * d, M, D_hat), G[1], t)
+        dX = 0.5 * (dw_p + dw_m)
+        dM = _tree(lambda p, q, m: 0.5 * (p + q) - m, s_p, s_m, M)
+        # The half-length's next value over |V|: q = (−u − Δw₋₊/2δ, −Δs₋₊/2δ); v = q − (u, D).
+        v_w = (dw_m - dw_p) / (2 * delta) - 2 * u_hat
+        v_s = _tree(lambda o, p, q, d: ((q - p) / (2 * delta) - d) * o, osc, s_p, s_m, D_hat)
+        r = jnp.vdot(u_hat, v_w) + kappa**2 * sum(
+            jnp.vdot(d, v) for d, v in zip(_leaves(D_hat), _leaves(v_s), strict=True)
+        )
+        da = floored_rate(growth_rate(r, self.amplitude_rate), a, self._log_floor(X, jnp.exp(a)))
+        du = v_w - r * u_hat + (1 - norm) * u_hat
+        dD = _tree(lambda v, d: v - r * d + (1 - norm) * d, v_s, D_hat)
+        return (dX, da, du, dM, dD, jnp.zeros_like(kappa))
+
     def error_scale(self, y):
-        return tolerance_scales(y)
+        scales, relative = tolerance_scales(y[:3])
+        if len(y) == 3:
+            return scales, relative
+        # The optimiser state's centre M at the scale of its ends M ± |V|D, as X is: the
+        # pair's sum holds M only to ε|V||D|. D (relative to |V|) at its own RMS; κ is a
+        # constant.
+        X, a, _, M, D, kappa = y
+        tiny = jnp.sqrt(jnp.finfo(X.dtype).tiny)
+        m_scales = _tree(
+            lambda m, d: jnp.maximum(jnp.sqrt(jnp.mean(m**2 + jnp.exp(2 * a) * d**2)), tiny), M, D
+        )
+        d_scales, _ = relative_scale(D)
+        true = lambda tree: _tree(lambda _: True, tree)
+        return (*scales, m_scales, d_scales, jnp.ones_like(kappa)), (
+            *relative,
+            true(M),
+            true(D),
+            False,
+        )
+
+    def optimiser_state(self, state):
+        return state[3] if len(state) > 3 else ()
 
     def size(self, y):
-        X, a, _ = y
+        X, a = y[:2]
         return jnp.sqrt(jnp.sum(X**2) + jnp.exp(2 * a))
 
     def half_length(self, state):
         """Y = e^a u/|u|."""
-        _, a, u = state
-        return jnp.exp(a) * unit(u)[0]
+        a, u = state[1:3]
+        norm = unit(u)[1] if len(state) == 3 else _joint_norm(u, state[4], state[5])
+        return jnp.exp(a) * u / norm
 
     def center(self, state):
         return state[0]
@@ -203,7 +328,7 @@ class RodFlow(AbstractFlow):
         return state[0] + sign * self.half_length(state)
 
     def observables(self, f, t, state, U, opt, data, w_gd):
-        X, a, u = state
+        X, a = state[:2]
         Y = self.half_length(state)
         l_sym = 0.5 * (f(X + Y, data) + f(X - Y, data))
         return {

@@ -100,6 +100,21 @@ class AbstractOptimiser(eqx.Module):
         """(w_{k+1}, state_{k+1}) from w_k, state_k and g = ∇L(w_k), at step t = k (an
         integer array)."""
 
+    def increment(
+        self, state: OptState, g: Float[Array, " n"], t: Scalar
+    ) -> tuple[Float[Array, " n"], OptState]:
+        """(w_{k+1} − w_k, state_{k+1}), the increment formed without w: every rule here
+        adds its increment to w, so `step` from w = 0 gives it with no cancellation (a
+        difference w_{k+1} − w_k loses the digits of a step much smaller than w)."""
+        return self.step(jnp.zeros_like(g), state, g, t)
+
+    def oscillating(self, state: OptState) -> PyTree[bool]:
+        """Per state leaf, whether it oscillates with w at the edge of stability (a
+        momentum: rod flow splits it into a centre and a half-length) or is smooth (a
+        second moment ν, an average of g² over many steps: carried as a centre only).
+        Default: every leaf oscillates."""
+        return jax.tree_util.tree_map(lambda _: True, state)
+
     @abc.abstractmethod
     def flow(
         self, t: Scalar, w: Float[Array, " n"], state: OptState, g: Float[Array, " n"]

@@ -46,6 +46,9 @@ class Adam(AbstractOptimiser):
         u = self._hat(m, self.beta1, t) / (jnp.sqrt(self._hat(nu, self.beta2, t)) + self.eps)
         return w + u * -self.learning_rate(t, w.dtype), (m, nu)
 
+    def oscillating(self, state):
+        return (True, False)  # m oscillates with w; ν averages g²: smooth
+
     def inverse_preconditioner(self, state, t):
         _, nu = state
         return self.learning_rate(t) / (jnp.sqrt(self._hat(nu, self.beta2, t)) + self.eps)

@@ -54,6 +54,9 @@ class RMSProp(AbstractOptimiser):
         scaling = 1 / (jnp.sqrt(self._nu_hat(nu, t)) + self.eps)
         return w + (scaling * g) * -self.learning_rate(t, w.dtype), nu
 
+    def oscillating(self, nu):
+        return False  # ν averages g² over ~1/(1 − β₂) steps: a smooth variable
+
     def inverse_preconditioner(self, nu, t):
         return self.learning_rate(t) / (jnp.sqrt(self._nu_hat(nu, t)) + self.eps)
 
