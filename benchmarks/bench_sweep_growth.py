@@ -22,7 +22,7 @@ import flowode as fo
 
 HERE = Path(__file__).parent
 STEPS, FLOWS, EVERY = 1000, ("gd", "gradient", "rod"), 10
-VMAP_UP_TO = 64
+VMAP_UP_TO = 16  # vmapped 64 members took 281 s (7.2× mapped), see benchmarks/README.md
 
 
 def warm(fn):

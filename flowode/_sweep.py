@@ -3,11 +3,12 @@ compiled program.
 
 The run program (`_runner.run_chunk`) is pure, so a sweep is that program mapped over
 members (seed × value). Each member keeps its own solver and controller state, result
-code and `diverged_at`. With several devices the members are vmapped and the member
-axis is sharded across them (`jax.sharding.Mesh` + `NamedSharding`; XLA partitions the
-program); a vmapped adaptive loop runs until its slowest member is done, the others
-masked. On one device the members run one after another in the same program
-(`lax.map`), so the cost is the sum of their work.
+code and `diverged_at`. With several devices the member axis is sharded across them
+(`jax.sharding.Mesh` + `NamedSharding`, and `jax.shard_map` runs each device's shard).
+On each device the members are vmapped on accelerators, where batched work is nearly
+free up to the device's width (a vmapped adaptive loop runs until its slowest member is
+done, the others masked), and run one after another (`lax.map`) on CPUs, where the cost
+is then the sum of their work.
 """
 
 import dataclasses
@@ -92,8 +93,8 @@ def _stack(trees):
 
 
 def _vmapped(fn, n_members: int):
-    """fn over the members' axis of its first `n_members` arguments, in parallel (vmap):
-    for members sharded across devices. Loops inside run in lock-step."""
+    """fn over the members' axis of its first `n_members` arguments, in parallel (vmap).
+    Loops inside run in lock-step."""
     in_axes = (eqx.if_array(0),) * n_members
     return lambda *args: eqx.filter_vmap(fn, in_axes=in_axes + (None,) * (len(args) - n_members))(
         *args
@@ -113,21 +114,48 @@ def _mapped(fn, n_members: int):
     return call
 
 
+def _members(fn, n_members: int, parallel: bool, mesh: Mesh | None):
+    """fn over the members' axis: vmapped (`parallel`) or one after another, and with a
+    `mesh`, each device doing so for its own shard of the members (`jax.shard_map`)."""
+    local = (_vmapped if parallel else _mapped)(fn, n_members)
+    if mesh is None:
+        return local
+
+    def call(*args):
+        dynamic, static = eqx.partition(args[:n_members], eqx.is_array)
+        rest = args[n_members:]
+        static_out = []  # the outputs' non-array leaves (fixed when traced)
+
+        def shard(d, *rest):
+            out, out_static = eqx.partition(local(*eqx.combine(d, static), *rest), eqx.is_array)
+            static_out.append(out_static)
+            return out
+
+        specs = (jax.tree_util.tree_map(lambda _: PartitionSpec("member"), dynamic),)
+        specs += (PartitionSpec(),) * len(rest)
+        out = jax.shard_map(
+            shard, mesh=mesh, in_specs=specs, out_specs=PartitionSpec("member"), check_vma=False
+        )(dynamic, *rest)
+        return eqx.combine(out, static_out[-1])
+
+    return call
+
+
 @eqx.filter_jit
-def _start_members(settings, parallel: bool, f, w0, opt, data):
+def _start_members(settings, parallel: bool, mesh, f, w0, opt, data):
     one = lambda f, w, o, d: _runner.start(settings, f, w, o, d)
-    return (_vmapped if parallel else _mapped)(one, 4)(f, w0, opt, data)
+    return _members(one, 4, parallel, mesh)(f, w0, opt, data)
 
 
 @eqx.filter_jit
-def _run_members(settings, parallel: bool, length: int, f, state, opt, data, every, n, row0):
+def _run_members(settings, parallel: bool, mesh, length: int, f, state, opt, data, every, n, row0):
     """`run_chunk` for every member; compiled once per settings, shapes and `length`.
     Every member is at the same row, `row0`, given unbatched."""
 
     def one(f, s, o, d, every, n, row0):
         return _runner.run_chunk.__wrapped__(settings, f, s, o, d, every, n, length, row0)
 
-    return (_vmapped if parallel else _mapped)(one, 4)(f, state, opt, data, every, n, row0)
+    return _members(one, 4, parallel, mesh)(f, state, opt, data, every, n, row0)
 
 
 def sweep(
@@ -155,13 +183,12 @@ def sweep(
     optimiser, e.g. `optimizer=fo.Adam(lr=[1e-3, 3e-3], beta2=0.99)`. Returns
     `simulate`'s Dataset with two more dims, `seed` and the swept name; every variable
     keeps its meaning per member. A member that fails does not stop the others. All
-    members run in one program per chunk: over several `devices` (default: all) vmapped
-    and sharded, on one device one member after another (`lax.map`), which costs the sum
-    of the members' work instead of members × the slowest (vmapped solver loops run in
-    lock-step). `vmap=True` vmaps the members on one device too (every oracle call one
-    batched call); on CPU it measured 7.5× slower than the default at 4 members, since
-    under vmap every `cond` runs both branches. None (default) vmaps exactly when there
-    are several devices.
+    members run in one program per chunk, sharded over several `devices` (default: all).
+    On each device they are vmapped (`vmap=True`: every oracle call one batched call) or
+    run one after another (`vmap=False`: the sum of the members' work, instead of
+    members × the slowest, since vmapped solver loops run in lock-step). None (default):
+    vmapped on accelerators, one after another on CPUs, where vmapping measured 4.5×
+    slower at 4 members and 7× at 64 (benchmarks/README.md).
 
     `out`: a folder (made if missing) that receives one run file per member,
     `seed{seed}_{name}{index}.nc`, each a `simulate(out=...)` file appended after every
@@ -217,22 +244,21 @@ def sweep(
     data = _pick(_stack([p.data for p in problems]), s_pad)
     opt = _pick(_stack([o.astype(dtype) for o in opts]), v_pad)
     members = (f, w0, opt, data)
-    parallel = len(devices) > 1 if vmap is None else bool(vmap)
-    if len(devices) > 1 and vmap is False:
-        raise ValueError(
-            "sweep: members sharded over several devices are vmapped; vmap=False needs one device."
-        )
-    sharding = None
+    # vmapped on accelerators (batched work is nearly free up to the device's width), one
+    # after another on CPUs (where vmap's lock-step loops and selects cost more)
+    parallel = devices[0].platform != "cpu" if vmap is None else bool(vmap)
+    sharding = mesh = None
     if len(devices) > 1:
-        sharding = NamedSharding(Mesh(np.array(devices), ("member",)), PartitionSpec("member"))
+        mesh = Mesh(np.array(devices), ("member",))
+        sharding = NamedSharding(mesh, PartitionSpec("member"))
         members = _put(members, sharding)
     f, w0, opt, data = members
 
     length = _rows_per_chunk(chunk, steps)
-    start = lambda *args: _start_members(settings, parallel, *args)
-    run = lambda *args: _run_members(settings, parallel, length, *args)
+    start = lambda *args: _start_members(settings, parallel, mesh, *args)
+    run = lambda *args: _run_members(settings, parallel, mesh, length, *args)
     if resume:
-        like = jax.eval_shape(lambda: _start_members(settings, parallel, f, w0, opt, data))
+        like = jax.eval_shape(lambda: _start_members(settings, parallel, mesh, f, w0, opt, data))
         state, done, wall = _resume_members(paths, attrs, like, s_pad, v_pad, steps)
         compile_seconds = 0.0
         if sharding is not None:

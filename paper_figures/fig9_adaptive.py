@@ -8,7 +8,9 @@ et al. 2022); the stable flow, which has no oscillation, goes on past it and dri
 (RMSProp's stable flow turns so stiff past it that its solver stops, at its step limit,
 near step 470). RMSProp's central flow holds λ₁(P⁻¹H) at 2; its predicted loss follows
 RMSProp's oscillating loss and its own loss that of RMSProp's midpoint process, while its
-distance to RMSProp's iterates grows to O(1). (Central and rod flows for Adam are not built yet.)
+distance to RMSProp's iterates grows to O(1). RMSProp's rod flow (the split of its update
+map, ν smooth) enters EOS with it and, predicting the oscillation's phase too, stays
+closest to its iterates. (Central and rod flows for Adam are not built.)
 Writes fig9_adaptive.png.
 """
 
@@ -24,7 +26,7 @@ import flowode as fo  # noqa: E402
 HERE = Path(__file__).parent
 STEPS = 1500
 RUNS = {  # optimiser, flows
-    "RMSProp": (fo.RMSProp(2e-3, beta2=0.99), ("gradient", "central")),
+    "RMSProp": (fo.RMSProp(2e-3, beta2=0.99), ("gradient", "central", "rod")),
     "Adam": (fo.Adam(1e-3, beta1=0.9, beta2=0.99), ("gradient",)),
 }
 
