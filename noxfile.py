@@ -12,7 +12,7 @@ nox.options.reuse_existing_virtualenvs = True
 def tests(session):
     """The default test suite (under ~10 minutes on 2 CPU cores)."""
     session.install("-e", ".[test]")
-    session.run("pytest", "-q", *session.posargs)
+    session.run("pytest", "-q", "--durations=15", *session.posargs)
 
 
 @nox.session
