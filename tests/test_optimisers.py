@@ -198,12 +198,17 @@ def test_simulate_with_adam_reports_the_preconditioned_sharpness(mlp):
     f, d = mlp.flat_loss, mlp.data
     ws = fo.GradientDescent().run(f, mlp.flat_w0, opt, d, 30)[0]
     np.testing.assert_allclose(ds.params.sel(flow="adam")[-1], ws[-1], atol=1e-6)
-    carry, _ = fo.GradientDescent().start(f, mlp.flat_w0, opt, d)
-    for k in range(30):
-        carry, _, _ = fo.GradientDescent().advance(f, carry, opt, d, k)
+
+    @jax.jit
+    def last(w0, opt, d):
+        carry, _ = fo.GradientDescent().start(f, w0, opt, d)
+        body = lambda k, c: fo.GradientDescent().advance(f, c, opt, d, k)[0]
+        return jax.lax.fori_loop(0, 30, body, carry)
+
+    carry = last(mlp.flat_w0, opt, d)
     p = opt.inverse_preconditioner(carry.opt_state, jnp.asarray(30.0))
     s = jnp.sqrt(p)
-    H = jax.hessian(f)(carry.w, d)
+    H = jax.jit(jax.hessian(f))(carry.w, d)
     exact = float(jnp.linalg.eigvalsh(s[:, None] * H * s[None, :])[-1])
     got = float(ds.effective_sharpness.sel(flow="adam")[-1])
     assert got == pytest.approx(exact, rel=2e-3)

@@ -15,7 +15,7 @@ def mlp64(x64):
 def test_hvp_matches_dense_hessian(mlp64):
     p = mlp64
     w, v = p.flat_w0, jax.random.normal(jax.random.key(1), p.flat_w0.shape, jnp.float64)
-    H = jax.hessian(p.flat_loss)(w, p.data)
+    H = jax.jit(jax.hessian(p.flat_loss))(w, p.data)
     np.testing.assert_allclose(fo.hvp(p.flat_loss, w, v, p.data), H @ v, rtol=1e-10, atol=1e-12)
 
 
