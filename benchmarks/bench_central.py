@@ -8,6 +8,7 @@ central flow (Euler at 16 substeps per GD step, float32).
 
 import platform
 import sys
+import time
 
 import diffrax
 import jax
@@ -19,15 +20,50 @@ import flowode as fo
 STEPS = 1000
 
 
+def hvp_block_cost(problem, repeats=20, n=200):
+    """Wall time of an HVP block of width 1, 2, 4, 8, in gradients (one compiled loop each)."""
+    from flowode._spectral import hvp_block
+
+    f, w0, d = problem.flat_loss, problem.flat_w0, problem.data
+
+    def best(fn, *a):
+        jax.block_until_ready(fn(*a))
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*a))
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    step = lambda i, w: w - 1e-3 * jax.grad(f)(w, d)  # noqa: E731
+    grad = best(jax.jit(lambda w: jax.lax.fori_loop(0, n, step, w)), w0)
+    out = {}
+    for k in (1, 2, 4, 8):
+        V = jax.random.normal(jax.random.key(0), (w0.shape[0], k), w0.dtype)
+        body = lambda i, V: V - 1e-3 * hvp_block(f, w0, V, d)  # noqa: E731
+        loop = jax.jit(lambda V, body=body: jax.lax.fori_loop(0, n, body, V))
+        out[k] = best(loop, V) / grad
+    return out
+
+
 def main():
     problem = fo.problems.mlp_regression()
+    cost = hvp_block_cost(problem)
+    print("HVP block of width k, in gradients:", {k: round(v, 1) for k, v in cost.items()})
+    if sys.argv[1:] == ["hvp"]:
+        return
+    every = dict(refine="evaluation")
     schemes = {
-        "Euler dt=1/4, max_k=4 (default)": fo.CentralFlow(),
-        "Euler dt=1/4, max_k=2": fo.CentralFlow(max_k=2),
-        "Euler dt=1/4, max_k=4, 2 Ritz steps": fo.CentralFlow(ritz_iters=2),
+        "Euler dt=1/4, max_k=4, refined at every evaluation (before)": fo.CentralFlow(**every),
+        "Euler dt=1/4, max_k=4, refined once per GD step (default)": fo.CentralFlow(),
+        "Euler dt=1/4, max_k=2, refined once per GD step": fo.CentralFlow(max_k=2),
         "Euler dt=1/2, kappa=2": fo.CentralFlow(dt0=0.5, kappa=2.0),
-        "Heun dt=1/2": fo.CentralFlow(solver=diffrax.Heun(), dt0=0.5),
+        "Heun dt=1, kappa=1": fo.CentralFlow(solver=diffrax.Heun(), dt0=1.0, kappa=1.0),
+        "Heun dt=1/2, kappa=2": fo.CentralFlow(solver=diffrax.Heun(), dt0=0.5, kappa=2.0),
     }
+    if len(sys.argv) > 1:  # a subset, by position
+        keep = [int(i) for i in sys.argv[1].split(",")]
+        schemes = {k: v for i, (k, v) in enumerate(schemes.items()) if i in keep}
     reference = fo.CentralFlow(dt0=1 / 16)
     ref = fo.simulate(
         problem,

@@ -303,13 +303,23 @@ def _listen(event: str, duration: float, **kwargs):
 jax.monitoring.register_event_duration_secs_listener(_listen)
 
 
-def timed(fn, *args) -> tuple[Any, float, float]:
-    """(fn(*args) ready, wall seconds excluding compilation, compilation seconds)."""
+PRECISIONS = ("highest", "high", "default")
+
+
+def timed(fn, *args, precision: str = "highest") -> tuple[Any, float, float]:
+    """(fn(*args) ready, wall seconds excluding compilation, compilation seconds).
+
+    `fn` is traced under `jax.default_matmul_precision(precision)`, a scoped setting:
+    "highest" keeps float32 matmuls in full float32 on GPUs and TPUs, whose default
+    (TF32, bfloat16 passes) is too coarse for eigenvalues and the SDCP. CPUs compute in
+    full precision whatever it says.
+    """
     _compile.active, _compile.seconds, _compile.last_trace = True, 0.0, 0.0
     _compile.lowered = False
     try:
         start_time = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
+        with jax.default_matmul_precision(precision):
+            out = jax.block_until_ready(fn(*args))
         wall = time.perf_counter() - start_time
     finally:
         _compile.active = False

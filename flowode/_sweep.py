@@ -30,6 +30,7 @@ from ._simulate import (
     _attributes,
     _check_out,
     _check_positive_int,
+    _check_precision,
     _check_same_run,
     _from_file,
     _in_memory,
@@ -174,6 +175,7 @@ def sweep(
     chunk: int = 1000,
     devices: Sequence[jax.Device] | None = None,
     vmap: bool | None = None,
+    precision: str = "highest",
     throw: bool = False,
 ) -> xr.Dataset:
     """Run `simulate`'s processes for every seed and every value of one hyper-parameter.
@@ -193,7 +195,8 @@ def sweep(
     `out`: a folder (made if missing) that receives one run file per member,
     `seed{seed}_{name}{index}.nc`, each a `simulate(out=...)` file appended after every
     chunk with its checkpoint; `resume=True` continues all of them from the last step
-    every member completed, bit-identical to an uninterrupted sweep.
+    every member completed, bit-identical to an uninterrupted sweep. `precision`: as
+    `simulate`'s.
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
@@ -203,6 +206,7 @@ def sweep(
         _check_positive_int(key, value)
     _check_positive_int("chunk", chunk)
     _check_out(out, resume, "the folder of the sweep's run files")
+    _check_precision(precision)
     problems = [make_problem(s) for s in seeds]
     for p in problems:
         if not isinstance(p, Problem):
@@ -264,7 +268,7 @@ def sweep(
         if sharding is not None:
             state = _put(state, sharding)
     else:
-        (state, _, compile_seconds) = _runner.timed(start, f, w0, opt, data)
+        (state, _, compile_seconds) = _runner.timed(start, f, w0, opt, data, precision=precision)
         wall, done = 0.0, -1
     chunks = []
     while done < steps:
@@ -278,6 +282,7 @@ def sweep(
             jnp.asarray(eig_every, jnp.int32),
             jnp.asarray(n, jnp.int32),
             jnp.asarray(done + 1, jnp.int32),
+            precision=precision,
         )
         wall, compile_seconds = wall + seconds, compile_seconds + compiled
         rows = jax.tree_util.tree_map(lambda x, n=n: np.asarray(x)[:, :n], _to_host(rows))

@@ -3,6 +3,7 @@
 import os
 import re
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -173,6 +174,25 @@ def _callbacks(fn, *args):
     calls = re.findall(r"custom_call @\w*callback\w*\(.*loc\((#loc\d+)\)", text)
     names = [re.search(rf"^{loc} = loc\(\"([^\"]*)\"", text, re.M) for loc in calls]
     return len(calls), {m.group(1) if m else "?" for m in names}
+
+
+def test_basis_is_refined_once_per_gd_step(x64):
+    # Euler at dt = 1/4: the evaluation at an integer time takes a Ritz step (2k HVPs),
+    # the three between take the Ritz pairs within the carried basis (k HVPs).
+    p = fo.problems.mlp_regression(width=8, n=64, dtype=jnp.float64)
+    f, w0, d, opt = p.flat_loss, p.flat_w0, p.data, fo.GD(0.1)
+    k = 3
+    flow, every = fo.CentralFlow(max_k=k), fo.CentralFlow(max_k=k, refine="evaluation")
+    y = flow.init(f, w0, opt, d)
+    field = eqx.filter_jit(lambda fl, t, y: fl.vector_field(f, t, y, opt, d))
+    for t, want in ((0.0, 2 * k), (0.25, k), (0.5, k), (0.75, k), (7.0, 2 * k)):
+        dy = field(flow, jnp.asarray(t), y)
+        assert int(dy[2][0]) == want, t
+        assert int(field(every, jnp.asarray(t), y)[2][0]) == 2 * k
+        # (between, the basis moves within its own span)
+        if want == k:
+            U, dU = y[1], dy[1]
+            np.testing.assert_allclose(dU - U @ (U.T @ dU), 0, atol=1e-10)
 
 
 def test_central_flow_lowers_without_host_callbacks():

@@ -93,6 +93,36 @@ def test_bad_inputs_get_one_clear_sentence():
         fo.Problem(lambda w: jnp.sum(w**2), jnp.ones(3, jnp.bfloat16))
 
 
+def test_programs_are_traced_at_the_requested_matmul_precision(monkeypatch):
+    # GPUs compute float32 matmuls in TF32 unless told otherwise: simulate traces its
+    # programs under a scoped jax.default_matmul_precision, "highest" by default, and
+    # leaves the caller's own setting as it was.
+    from flowode import _runner
+
+    seen = []
+    for name in ("start_run", "run_chunk"):
+        real = getattr(_runner, name)
+
+        def spy(*args, real=real, name=name):
+            seen.append((name, jax.config.jax_default_matmul_precision))
+            return real(*args)
+
+        monkeypatch.setattr(_runner, name, spy)
+    p = fo.problems.softening_quartic()
+    fo.simulate(p, lr=1.0, steps=5, chunk=2)
+    assert seen == [("start_run", "highest")] + [("run_chunk", "highest")] * 3
+    seen.clear()
+    fo.simulate(p, lr=1.0, steps=2, precision="default")
+    assert {s for _, s in seen} == {"default"}
+    assert jax.config.jax_default_matmul_precision is None
+    # (what the setting does to a traced matmul)
+    with jax.default_matmul_precision("highest"):
+        text = jax.jit(lambda a: a @ a).lower(jnp.ones((2, 2))).as_text()
+    assert "precision = [HIGHEST, HIGHEST]" in text
+    with pytest.raises(ValueError, match="precision must be one of 'highest', 'high'"):
+        fo.simulate(p, lr=1.0, steps=2, precision="tf32")
+
+
 def test_a_successful_run_warns_of_nothing():
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -8,8 +8,9 @@ solves SDCP(α, β) with P_ij = u_iᵀHu_j and ∇P_ij = ∇³L[u_i, u_j, ·]:
     α_ij = κ(2/η δ_ij − P_ij) + η⟨∇P_ij, ∇L⟩,    β[X]_ij = (η/2) Σ_kl ⟨∇P_ij, ∇P_kl⟩ X_kl.
 
 At complementarity each critical eigenvalue obeys dP/dt = κ(2/η − P), so κ pins ηλ at 2.
-The eigenbasis is part of the ODE state: it relaxes towards the Ritz basis refined at
-every evaluation, which is one block Rayleigh–Ritz step (2k HVPs) from where it was.
+The eigenbasis is part of the ODE state: it relaxes towards the Ritz basis, refined by
+one block Rayleigh–Ritz step (2k HVPs) once per GD step; between, a quarter step apart,
+the Ritz pairs within the carried basis (k HVPs) are as good (`bench_central.py`).
 """
 
 from typing import ClassVar, NamedTuple
@@ -96,24 +97,33 @@ def _sdcp_on_prefix(
     return lax.switch(jnp.minimum(n_crit, 2), (none, one, many), None)
 
 
+def _refined(f, w, U, data, iters):
+    theta, U, HU, n_hvp = refine_eigs(f, w, U, data, iters=iters)
+    return theta, U, HU, jnp.asarray(n_hvp, jnp.int32)
+
+
 class CentralFlow(AbstractFlow):
     """Central flow with k ≤ `max_k` critical directions, solved by diffrax.
 
-        State: (w, U, counters). U (n, max_k) tracks the top Hessian eigenvectors: each
-        evaluation refines it by one Rayleigh–Ritz step and the state relaxes to the refined
-        basis at `basis_rate` (default 1/dt0, so Euler replaces it at every step). Eigenvalues
-        with ηλ above `sdcp_threshold` form the critical set; `track_threshold` flags when
-        every slot is above it, i.e. when `max_k` may be too small to see the next one rise.
+    State: (w, U, counters). U (n, max_k) tracks the top Hessian eigenvectors: the
+    evaluation at each integer time refines it by one Rayleigh–Ritz step (2·max_k HVPs;
+    `refine="evaluation"` does so at every evaluation), the others take the Ritz pairs
+    within span(U) (max_k HVPs; adaptive steps, which need not meet integer times, refine
+    at every evaluation), and the state relaxes to that basis at `basis_rate`
+    (default 1/dt0, so Euler replaces it at every step). Eigenvalues
+    with ηλ above `sdcp_threshold` form the critical set; `track_threshold` flags when
+    every slot is above it, i.e. when `max_k` may be too small to see the next one rise.
 
-        With `fo.RMSProp` it is the RMSProp central flow: the same construction in the
+    With `fo.RMSProp` it is the RMSProp central flow: the same construction in the
     coordinates z = w/√P⁻¹ where RMSProp (ν frozen) is GD with η = 1, so the critical set is
     where λ(P⁻¹H) > `sdcp_threshold` (generalised eigenvectors Hu = λPu); the state gains ν,
     with dν/dt = ((1 − β₂)/β₂)(E[g²] − ν) and E[g²] = g² + diag(HΣH) (DESIGN §2.3). `sigma`
     and `gd_deviation` are then in z's coordinates.
 
     The default scheme is the published one, Euler at 4 substeps per GD step (dt = 1/κ),
-        chosen by `benchmarks/bench_central.py`. Cost per evaluation: one gradient, 2·max_k
-        HVPs, and j(j+1)/2 third-derivative contractions for j critical directions.
+    chosen by `benchmarks/bench_central.py`. Cost per evaluation: one gradient, max_k
+    HVPs (2·max_k at integer times), and j(j+1)/2 third-derivative contractions for j
+    critical directions.
     """
 
     name: ClassVar[str] = "central"
@@ -122,6 +132,7 @@ class CentralFlow(AbstractFlow):
     track_threshold: float = 1.5
     sdcp_threshold: float = 1.95
     ritz_iters: int = 1
+    refine: str = "gd_step"
     basis_rate: float | None = None
     solver: diffrax.AbstractSolver = diffrax.Euler()
     stepsize_controller: diffrax.AbstractStepSizeController = diffrax.ConstantStepSize()
@@ -141,17 +152,31 @@ class CentralFlow(AbstractFlow):
             )
         if not (isinstance(self.ritz_iters, int) and self.ritz_iters >= 1):
             raise ValueError(f"CentralFlow: ritz_iters must be >= 1, got {self.ritz_iters}.")
+        if self.refine not in ("evaluation", "gd_step"):
+            raise ValueError(
+                f"CentralFlow: refine must be 'evaluation' or 'gd_step', got {self.refine!r}."
+            )
         if self.dt0 is None and self.basis_rate is None:
             raise ValueError("CentralFlow: give basis_rate when dt0 is None.")
 
-    def terms(self, f, w, U, lr, data, drift=None) -> CentralTerms:
+    def terms(self, f, w, U, lr, data, drift=None, refine=True) -> CentralTerms:
         """Gradient, refined eigenbasis, ∇P, X and the velocity at w (basis warm start U).
 
         `drift(U, HU) -> (α', β')`: a change of P that does not come from w's motion (an
         adaptive preconditioner's), added to the SDCP as dP/dt = −(α' + β'[X]).
+        `refine` (a bool, may be traced): take the Ritz step(s) from U (2k HVPs for one
+        step), or only the Ritz pairs within span(U) (k HVPs).
         """
         g = jax.grad(f)(w, data)
-        theta, U, HU, n_hvp = refine_eigs(f, w, U, data, iters=self.ritz_iters)
+        if refine is True:
+            theta, U, HU, n_hvp = refine_eigs(f, w, U, data, iters=self.ritz_iters)
+        else:
+            theta, U, HU, n_hvp = lax.cond(
+                refine,
+                lambda U: _refined(f, w, U, data, self.ritz_iters),
+                lambda U: _refined(f, w, U, data, 0),
+                U,
+            )
         crit = lr * theta > self.sdcp_threshold  # a prefix: θ is sorted
         n_crit = jnp.sum(crit)
         k = theta.shape[0]
@@ -241,7 +266,13 @@ class CentralFlow(AbstractFlow):
         w, U, counters = y[:3]
         nu = y[3] if len(y) == 4 else None
         f_s, z, s, lr = self._geometry(f, opt, w, nu, t)
-        c = self.terms(f_s, z, U, lr, data, self._drift(f_s, z, s, opt, nu, t, data))
+        refine = True
+        constant = isinstance(self.stepsize_controller, diffrax.ConstantStepSize)
+        if self.refine == "gd_step" and constant:  # at integer times only: once per GD step
+            frac = t - jnp.floor(t)
+            refine = (frac < 1e-3) | (frac > 1 - 1e-3)
+        drift = self._drift(f_s, z, s, opt, nu, t, data)
+        c = self.terms(f_s, z, U, lr, data, drift, refine)
         sign = jnp.where(jnp.sum(c.U * U, axis=0) < 0, -1, 1).astype(U.dtype)
         rate = self.basis_rate if self.basis_rate is not None else 1.0 / self.dt0
         no_solution = ~jnp.all(jnp.isfinite(c.X))
