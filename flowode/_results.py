@@ -1,70 +1,140 @@
 """Assemble per-process records into the xarray Dataset of DESIGN §4, and read/write it."""
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
 
-# Per-step variables every process has; others (rod_length, sigma, ...) are added as found.
-STEP_VARS = (
-    "loss",
-    "predicted_loss",
-    "sharpness",
-    "grad_norm",
-    "distance_to_gd",
-    "center_distance_to_gd",
-)
-COST_VARS = (
-    "n_grad",
-    "n_hvp",
-    "n_third",
-    "n_hvp_observe",
-    "n_eig_fallback",
-    "wall_time",
-    "compile_time",
-    "diverged_at",
-)
-INT_VARS = ("diverged_at", "n_grad", "n_hvp", "n_third", "n_hvp_observe", "n_eig_fallback")
-PARAM_VARS = ("params", "iterates")  # along `param`, kept in the run's dtype
 
-DESCRIPTIONS = {
-    "loss": "L at the process's own point (GD iterate, flow state, rod centre)",
-    "predicted_loss": "the process's prediction of time-averaged GD loss",
-    "sharpness": "largest Hessian eigenvalue at the process's point (not times lr)",
-    "effective_sharpness": "λ₁(P⁻¹H), the optimiser's preconditioned sharpness (ηS for GD); "
-    "its edge of stability is the attribute `threshold`",
-    "eigs": "top Hessian eigenvalues at the process's point",
-    "grad_norm": "gradient norm at the process's point",
-    "distance_to_gd": "||w_GD(k) - predicted GD iterate(k)||",
-    "center_distance_to_gd": "||GD midpoint(k) - centre(k)||",
-    "params": "the process's own point, in ravel_pytree(w0) order",
-    "iterates": "the process's prediction of the GD iterate (rod: X + (-1)^k Y)",
-    "n_grad": "gradient evaluations of the process's dynamics",
-    "n_hvp": "Hessian-vector products of the process's dynamics",
-    "n_third": "third-derivative contractions of the process's dynamics",
-    "n_hvp_observe": "Hessian-vector products spent observing eigenvalues (not dynamics)",
-    "n_eig_fallback": "observed steps whose warm-started Ritz step went on to a full solve",
-    "wall_time": "seconds of the whole compiled run (every process in one program), "
-    "compilation excluded",
-    "compile_time": "seconds spent compiling the run (0 when the program was cached)",
-    "diverged_at": "first step with a non-finite state, -1 if none",
-    "predicted_grad_norm": "central: sqrt(|grad L|^2 + <U^T H^2 U, X>) (GD's RMS grad norm)",
-    "sigma": "central: eigenvalues of X, GD's oscillation variance along Sigma's eigenvectors",
-    "gd_deviation": "central: (v_i^T (w_GD - w))^2 along Sigma's eigenvectors v_i",
-    "gd_variance": "central: gd_deviation, centred moving average over variance_window steps",
-    "n_critical": "central: number of eigenvalues in the SDCP (lr*lambda > sdcp_threshold)",
-    "n_tracked": "central: number of eigenvalues with lr*lambda >= track_threshold",
-    "sdcp_residual": "central: scale-free natural residual of the SDCP solve",
-    "rod_length": "rod: |Y|, half the distance between consecutive predicted iterates",
-    "oscillation_magnitude": "edge: |Y| = e^a, the oscillation's half-amplitude (k > 1: "
-    "sqrt(sum e^(2 a_i)))",
-    "edge_magnitudes": "edge, k > 1: e^(a_i), the magnitude along each direction",
-    "edge_sharpness": "edge: u^T H u at the centre along its direction, raw (k > 1: the "
-    "largest u_i^T H u_i)",
-    "alignment": "edge: |u^T u1|, its direction against the observer's top eigenvector "
-    "(k > 1: the norm of u1's projection on span(U))",
-    "oscillation_u1": "(u1^T (w - centre))^2: squared oscillation along the top eigenvector",
+class Variable(NamedTuple):
+    """One Dataset variable, declared once: its dims after `flow`, its kind and meaning.
+
+    Kinds: "float" (float64, NaN where a process has no value), "int" (int64, −1), and
+    "param" (a point in parameter space, in the run's own dtype, NaN-filled).
+    """
+
+    dims: tuple[str, ...]  # (): one value per flow; ("step",); ("step", "eig" | "param")
+    kind: str
+    description: str
+
+
+_STEP, _EIG, _PARAM, _COST = ("step",), ("step", "eig"), ("step", "param"), ()
+
+SCHEMA: dict[str, Variable] = {
+    "loss": Variable(
+        _STEP, "float", "L at the process's own point (GD iterate, flow state, rod centre)"
+    ),
+    "predicted_loss": Variable(_STEP, "float", "the process's prediction of time-averaged GD loss"),
+    "sharpness": Variable(
+        _STEP, "float", "largest Hessian eigenvalue at the process's point (not times lr)"
+    ),
+    "effective_sharpness": Variable(
+        _STEP,
+        "float",
+        "λ₁(P⁻¹H), the optimiser's preconditioned sharpness (ηS for GD); its edge of "
+        "stability is the attribute `threshold`",
+    ),
+    "eigs": Variable(_EIG, "float", "top Hessian eigenvalues at the process's point"),
+    "grad_norm": Variable(_STEP, "float", "gradient norm at the process's point"),
+    "distance_to_gd": Variable(_STEP, "float", "||w_GD(k) - predicted GD iterate(k)||"),
+    "center_distance_to_gd": Variable(_STEP, "float", "||GD midpoint(k) - centre(k)||"),
+    "params": Variable(_PARAM, "param", "the process's own point, in ravel_pytree(w0) order"),
+    "iterates": Variable(
+        _PARAM, "param", "the process's prediction of the GD iterate (rod: X + (-1)^k Y)"
+    ),
+    "n_grad": Variable(_COST, "int", "gradient evaluations of the process's dynamics"),
+    "n_hvp": Variable(_COST, "int", "Hessian-vector products of the process's dynamics"),
+    "n_third": Variable(_COST, "int", "third-derivative contractions of the process's dynamics"),
+    "n_hvp_observe": Variable(
+        _COST, "int", "Hessian-vector products spent observing eigenvalues (not dynamics)"
+    ),
+    "n_eig_fallback": Variable(
+        _COST, "int", "observed steps whose warm-started Ritz step went on to a full solve"
+    ),
+    "wall_time": Variable(
+        _COST,
+        "float",
+        "seconds of the whole compiled run (every process in one program), compilation excluded",
+    ),
+    "compile_time": Variable(
+        _COST, "float", "seconds spent compiling the run (0 when the program was cached)"
+    ),
+    "diverged_at": Variable(_COST, "int", "first step with a non-finite state, -1 if none"),
+    "predicted_grad_norm": Variable(
+        _STEP, "float", "central: sqrt(|grad L|^2 + <U^T H^2 U, X>) (GD's RMS grad norm)"
+    ),
+    "sigma": Variable(
+        _EIG,
+        "float",
+        "central: eigenvalues of X, GD's oscillation variance along Sigma's eigenvectors",
+    ),
+    "gd_deviation": Variable(
+        _EIG, "float", "central: (v_i^T (w_GD - w))^2 along Sigma's eigenvectors v_i"
+    ),
+    "gd_variance": Variable(
+        _EIG, "float", "central: gd_deviation, centred moving average over variance_window steps"
+    ),
+    "n_critical": Variable(
+        _STEP, "float", "central: number of eigenvalues in the SDCP (lr*lambda > sdcp_threshold)"
+    ),
+    "n_tracked": Variable(
+        _STEP, "float", "central: number of eigenvalues with lr*lambda >= track_threshold"
+    ),
+    "sdcp_residual": Variable(
+        _STEP, "float", "central: scale-free natural residual of the SDCP solve"
+    ),
+    "rod_length": Variable(
+        _STEP, "float", "rod: |Y|, half the distance between consecutive predicted iterates"
+    ),
+    "oscillation_magnitude": Variable(
+        _STEP,
+        "float",
+        "edge: |Y| = e^a, the oscillation's half-amplitude (k > 1: sqrt(sum e^(2 a_i)))",
+    ),
+    "edge_magnitudes": Variable(
+        _EIG, "float", "edge, k > 1: e^(a_i), the magnitude along each direction"
+    ),
+    "edge_sharpness": Variable(
+        _STEP,
+        "float",
+        "edge: u^T H u at the centre along its direction, raw (k > 1: the largest u_i^T H u_i)",
+    ),
+    "alignment": Variable(
+        _STEP,
+        "float",
+        "edge: |u^T u1|, its direction against the observer's top eigenvector (k > 1: the "
+        "norm of u1's projection on span(U))",
+    ),
+    "oscillation_u1": Variable(
+        _STEP, "float", "(u1^T (w - centre))^2: squared oscillation along the top eigenvector"
+    ),
 }
+
+COST_VARS = tuple(k for k, v in SCHEMA.items() if v.dims == _COST)
+PARAM_VARS = tuple(k for k, v in SCHEMA.items() if v.kind == "param")
+
+
+def variable(name: str) -> Variable:
+    """The declaration of `name` (every variable a process records must have one)."""
+    try:
+        return SCHEMA[name]
+    except KeyError:
+        raise KeyError(
+            f"flowode records {name!r}, which _results.SCHEMA does not declare."
+        ) from None
+
+
+def dims(name: str) -> tuple[str, ...]:
+    return ("flow", *variable(name).dims)
+
+
+def dtype_and_fill(name: str, sample: np.ndarray) -> tuple[np.dtype, object]:
+    """The stored dtype and fill of `name` (a "param" keeps the run's dtype, `sample`'s)."""
+    kind = variable(name).kind
+    if kind == "int":
+        return np.dtype(np.int64), -1
+    return (np.asarray(sample).dtype if kind == "param" else np.dtype(np.float64)), np.nan
 
 
 def eig_width(records: dict[str, dict[str, np.ndarray]]) -> int:
@@ -74,7 +144,7 @@ def eig_width(records: dict[str, dict[str, np.ndarray]]) -> int:
             np.shape(v)[1]
             for rec in records.values()
             for k, v in rec.items()
-            if np.ndim(v) == 2 and k not in PARAM_VARS
+            if variable(k).dims == _EIG
         ),
         default=0,
     )
@@ -83,8 +153,7 @@ def eig_width(records: dict[str, dict[str, np.ndarray]]) -> int:
 def build_dataset(records: dict[str, dict[str, np.ndarray]], attrs: dict) -> xr.Dataset:
     """One Dataset from {flow label: {variable: array}}; missing variables are NaN.
 
-    Per-step variables have shape (steps+1,) or (steps+1, m) with m along `eig` or
-    `param`; cost variables are scalars.
+    Each variable's dims, dtype and fill come from its declaration in `SCHEMA`.
     """
     labels = list(records)
     names: list[str] = []
@@ -94,25 +163,20 @@ def build_dataset(records: dict[str, dict[str, np.ndarray]], attrs: dict) -> xr.
     n_eig = eig_width(records)
     data_vars = {}
     for name in names:
-        sample = next(rec[name] for rec in records.values() if name in rec)
-        sample = np.asarray(sample)
-        if name in COST_VARS:
-            dims, shape = ("flow",), ()
-        elif sample.ndim == 1:
-            dims, shape = ("flow", "step"), (n_step,)
-        else:  # along `eig`, processes may give different lengths: pad with NaN
-            last = "param" if name in PARAM_VARS else "eig"
-            width = n_eig if last == "eig" else sample.shape[1]
-            dims, shape = ("flow", "step", last), (n_step, width)
-        fill, dtype = (-1, np.int64) if name in INT_VARS else (np.nan, float)
-        if name in PARAM_VARS:
-            dtype = sample.dtype
+        sample = np.asarray(next(rec[name] for rec in records.values() if name in rec))
+        var_dims = dims(name)
+        sizes = {"step": n_step, "eig": n_eig}
+        shape = tuple(sizes.get(d, sample.shape[-1]) for d in var_dims[1:])  # param: its own
+        dtype, fill = dtype_and_fill(name, sample)
         arr = np.full((len(labels), *shape), fill, dtype=dtype)
         for i, label in enumerate(labels):
             if name in records[label]:
                 value = np.asarray(records[label][name])
+                # (along `eig`, processes may give different lengths: the rest stays NaN)
                 arr[(i, *(slice(0, s) for s in value.shape))] = value
-        data_vars[name] = xr.Variable(dims, arr, attrs={"description": DESCRIPTIONS.get(name, "")})
+        data_vars[name] = xr.Variable(
+            var_dims, arr, attrs={"description": variable(name).description}
+        )
     coords = {"flow": np.array(labels, dtype=object), "step": np.arange(n_step)}
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 

@@ -16,7 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from . import _codes, _runner, _store
 from ._problem import Problem
-from ._results import PARAM_VARS, build_dataset, read as read_results
+from ._results import PARAM_VARS, build_dataset, read as read_results, variable
 from ._version import __version__
 from .flows import (
     AbstractProcess,
@@ -454,7 +454,7 @@ def _restore(like, arrays):
 def _rolling_variance(deviation: xr.DataArray) -> xr.DataArray:
     """GD's squared deviation along Σ's eigenvectors, centred mean over VARIANCE_WINDOW."""
     out = deviation.rolling(step=VARIANCE_WINDOW, center=True).mean()
-    out.attrs = {}
+    out.attrs = {"description": variable("gd_variance").description}
     return out
 
 

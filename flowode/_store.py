@@ -18,26 +18,10 @@ import h5netcdf
 import h5py
 import numpy as np
 
-from ._results import COST_VARS, DESCRIPTIONS, INT_VARS, PARAM_VARS, eig_width
+from ._results import COST_VARS, dims, dtype_and_fill, eig_width, variable
 
 SLOTS = ("checkpoint0", "checkpoint1")
 SLOT_STEP = "slot_step"  # the completed step a slot belongs to
-
-
-def _dims(name: str, value: np.ndarray) -> tuple[str, ...]:
-    if name in COST_VARS:
-        return ("flow",)
-    if value.ndim == 1:
-        return ("flow", "step")
-    return ("flow", "step", "param" if name in PARAM_VARS else "eig")
-
-
-def _file_dtype(name: str, value: np.ndarray):
-    if name in INT_VARS:
-        return np.int64
-    if name in PARAM_VARS:
-        return value.dtype
-    return np.float64
 
 
 def _open(path, mode):
@@ -71,14 +55,14 @@ def create(path, labels: list[str], sample: dict[str, dict[str, np.ndarray]], at
                     continue
                 made.add(name)
                 value = np.asarray(value)
-                dims = _dims(name, value)
-                if "param" in dims and "param" not in f.dimensions:
+                var_dims = dims(name)
+                if "param" in var_dims and "param" not in f.dimensions:
                     f.dimensions["param"] = value.shape[-1]
-                dtype = _file_dtype(name, value)
+                dtype, fill = dtype_and_fill(name, value)
                 # Integers get no fill value: xarray would decode them to float with NaN.
-                fill = None if name in INT_VARS else np.dtype(dtype).type(np.nan)
-                var = f.create_variable(name, dims, dtype=dtype, fillvalue=fill)
-                var.attrs["description"] = DESCRIPTIONS.get(name, "")
+                fill = None if np.issubdtype(dtype, np.integer) else dtype.type(fill)
+                var = f.create_variable(name, var_dims, dtype=dtype, fillvalue=fill)
+                var.attrs["description"] = variable(name).description
         f.attrs.update(attrs)
 
 
@@ -138,8 +122,8 @@ def write_variable(path, name: str, value: np.ndarray, attrs: dict):
     """Add or overwrite one per-step float variable (dims flow, step[, eig]) and attributes."""
     with _open(path, "a") as f:
         if name not in f.variables:
-            var = f.create_variable(name, _dims(name, value[0]), dtype=np.float64)
-            var.attrs["description"] = DESCRIPTIONS.get(name, "")
+            var = f.create_variable(name, dims(name), dtype=np.float64)
+            var.attrs["description"] = variable(name).description
         f.variables[name][...] = value
         f.attrs.update(attrs)
 

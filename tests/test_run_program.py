@@ -129,3 +129,19 @@ def test_a_successful_run_warns_of_nothing():
         ds = fo.simulate(fo.problems.softening_quartic(), lr=1.0, steps=60, flows=FLOWS)
     for label in ("gd", "gradient", "rod", "central"):
         assert ds.attrs[f"{label}_status"] == "successful"
+
+
+def test_every_variable_is_declared_once_in_the_schema():
+    # (the same run as above: its program is compiled already)
+    from flowode import _results
+
+    ds = fo.simulate(fo.problems.softening_quartic(), lr=1.0, steps=60, flows=FLOWS)
+    assert {"loss", "eigs", "sigma", "rod_length", "n_grad"} <= set(ds.data_vars)
+    for name, var in ds.data_vars.items():
+        spec = _results.SCHEMA[name]
+        assert var.dims == ("flow", *spec.dims), name
+        assert var.attrs["description"] == spec.description
+        assert var.dtype == (np.int64 if spec.kind == "int" else np.float64), name
+    with pytest.raises(KeyError, match="'new_thing', which _results.SCHEMA does not declare"):
+        _results.build_dataset({"gd": {"loss": np.zeros(3), "new_thing": np.zeros(3)}}, {})
+
