@@ -144,4 +144,3 @@ def test_every_variable_is_declared_once_in_the_schema():
         assert var.dtype == (np.int64 if spec.kind == "int" else np.float64), name
     with pytest.raises(KeyError, match="'new_thing', which _results.SCHEMA does not declare"):
         _results.build_dataset({"gd": {"loss": np.zeros(3), "new_thing": np.zeros(3)}}, {})
-

@@ -168,8 +168,9 @@ class CentralFlow(AbstractFlow):
         step), or only the Ritz pairs within span(U) (k HVPs).
         """
         g = jax.grad(f)(w, data)
-        if refine is True:
-            theta, U, HU, n_hvp = refine_eigs(f, w, U, data, iters=self.ritz_iters)
+        if isinstance(refine, bool):
+            iters = self.ritz_iters if refine else 0
+            theta, U, HU, n_hvp = refine_eigs(f, w, U, data, iters=iters)
         else:
             theta, U, HU, n_hvp = lax.cond(
                 refine,
@@ -325,7 +326,9 @@ class CentralFlow(AbstractFlow):
         w, basis = state[0], state[1]
         nu = state[3] if len(state) == 4 else None
         f_s, z, s, lr = self._geometry(f, opt, w, nu, t)
-        c = self.terms(f_s, z, basis, lr, data, self._drift(f_s, z, s, opt, nu, t, data))
+        # (the state's basis is refined already: the Ritz pairs within it suffice here)
+        drift = self._drift(f_s, z, s, opt, nu, t, data)
+        c = self.terms(f_s, z, basis, lr, data, drift, refine=False)
         sigma, Q = jnp.linalg.eigh(c.X)
         sigma, Q = sigma[::-1], Q[:, ::-1]
         V = c.U @ Q  # (n, k): Σ's eigenvectors (in z = w/s for RMSProp)
