@@ -215,10 +215,11 @@ def test_rod_on_mlp_past_eos():
 
 
 # Tight: as tight as the dtype allows (rtol 1e-8 is below float32's resolution, where the
-# step size collapses).
+# step size collapses; so is a float32 atol of 1e-9, now that atol is relative to the
+# state's RMS: on seed 3 it held Tsit5 at its step limit).
 TIGHT = {
     "float64": diffrax.PIDController(rtol=1e-8, atol=1e-12),
-    "float32": diffrax.PIDController(rtol=1e-6, atol=1e-9),
+    "float32": diffrax.PIDController(rtol=1e-6, atol=1e-6),
 }
 
 
