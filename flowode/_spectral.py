@@ -129,23 +129,34 @@ def refine_eigs(
     data: PyTree = None,
     *,
     iters: int = 1,
-) -> tuple[Float[Array, " k"], Float[Array, "n k"], Float[Array, "n k"], int]:
+    step: bool | Array = True,
+) -> tuple[Float[Array, " k"], Float[Array, "n k"], Float[Array, "n k"], int | Array]:
     """Top-k Ritz pairs at w refined from a nearby basis U: (θ desc, U, HU, HVPs spent).
 
     Each of `iters` steps is a block Rayleigh–Ritz on [U, R] with R the orthonormalised
     residual HU − UΘ, so it costs k HVPs (plus k for HU at the start): 2k HVPs for one
     step. From the basis of a moment ago this is as good as a full eigen-solve, and its
-    cost is fixed, which keeps a flow's oracle count exact. Returns HU too, so callers
-    get UᵀHU and UᵀH²U for free. Small problems take the dense path of `top_eigs`.
+    cost is fixed, which keeps a flow's oracle count exact. `step` False (or a traced
+    bool) skips the steps: the Ritz pairs within span(U), k HVPs. Returns HU too, so
+    callers get UᵀHU and UᵀH²U for free. Small problems take the dense path of `top_eigs`.
     """
     n, k = U.shape
     if use_dense(n, 2 * k):
         theta, U = _dense_top(f, w, k, data)
         return theta, U, U * theta, n
     theta, U, HU = _ritz_start(f, w, U, data)
-    for _ in range(iters):
-        theta, U, HU = _ritz_step(f, w, theta, U, HU, data)
-    return theta, U, HU, k * (1 + iters)
+
+    def steps(c):
+        for _ in range(iters):
+            c = _ritz_step(f, w, *c, data)
+        return c
+
+    if isinstance(step, bool):
+        iters = iters if step else 0
+        theta, U, HU = steps((theta, U, HU))
+        return theta, U, HU, k * (1 + iters)
+    theta, U, HU = jax.lax.cond(step, steps, lambda c: c, (theta, U, HU))
+    return theta, U, HU, jnp.where(step, k * (1 + iters), k).astype(jnp.int32)
 
 
 def ritz_residual(theta, U, HU) -> Float[Array, " k"]:

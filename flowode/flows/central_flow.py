@@ -97,11 +97,6 @@ def _sdcp_on_prefix(
     return lax.switch(jnp.minimum(n_crit, 2), (none, one, many), None)
 
 
-def _refined(f, w, U, data, iters):
-    theta, U, HU, n_hvp = refine_eigs(f, w, U, data, iters=iters)
-    return theta, U, HU, jnp.asarray(n_hvp, jnp.int32)
-
-
 class CentralFlow(AbstractFlow):
     """Central flow with k ≤ `max_k` critical directions, solved by diffrax.
 
@@ -168,16 +163,7 @@ class CentralFlow(AbstractFlow):
         step), or only the Ritz pairs within span(U) (k HVPs).
         """
         g = jax.grad(f)(w, data)
-        if isinstance(refine, bool):
-            iters = self.ritz_iters if refine else 0
-            theta, U, HU, n_hvp = refine_eigs(f, w, U, data, iters=iters)
-        else:
-            theta, U, HU, n_hvp = lax.cond(
-                refine,
-                lambda U: _refined(f, w, U, data, self.ritz_iters),
-                lambda U: _refined(f, w, U, data, 0),
-                U,
-            )
+        theta, U, HU, n_hvp = refine_eigs(f, w, U, data, iters=self.ritz_iters, step=refine)
         crit = lr * theta > self.sdcp_threshold  # a prefix: θ is sorted
         n_crit = jnp.sum(crit)
         k = theta.shape[0]
