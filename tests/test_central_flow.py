@@ -137,8 +137,35 @@ def test_quartic_sharpness_pinned_and_sigma_formula(x64):
     fo.plot.sigma(ds, ax)
     assert len(ax.lines) == 2  # one mode: σ² and GD's variance
     # Oracle counts: 4 Euler steps per GD step, third derivatives only past onset.
-    assert int(c.n_grad) == 4 * 200  # Euler evaluates nothing at the start
-    assert 4 * (200 - onset) - 8 <= int(c.n_third) <= 4 * (200 - onset) + 8
+    # The evaluation at each integer time is taken at the end of the step before (the
+    # start, for step 0) and kept: one more in all, the one at step 200 that is observed.
+    assert int(c.n_grad) == 4 * 200 + 1
+    assert 4 * (200 - onset) - 8 <= int(c.n_third) <= 4 * (200 - onset) + 9
+
+
+class _Uncached(fo.CentralFlow):
+    """Central flow that evaluates its observables afresh instead of keeping the evaluation
+    at each integer time (what every scheme but Euler with a constant step does)."""
+
+    @property
+    def caches(self):
+        return False
+
+
+def test_kept_evaluation_changes_only_the_cost(x64):
+    # Euler ¼ takes the evaluation at step k + 1 at the end of step k and keeps it: it is
+    # step k + 1's first stage and row k + 1's observables. Against evaluating afresh:
+    # the same run, one evaluation more in all (the last row's), none per observed row.
+    p = fo.problems.softening_quartic(dtype=jnp.float64)
+    kept, fresh = (
+        fo.simulate(p, lr=1.0, steps=150, flows=(flow,)).sel(flow="central")
+        for flow in (fo.CentralFlow(), _Uncached())
+    )
+    assert int(kept.n_critical.max()) == 1  # past the onset: the SDCP is active
+    for name in ("loss", "sharpness", "sigma", "predicted_loss", "gd_deviation", "grad_norm"):
+        np.testing.assert_allclose(kept[name], fresh[name], rtol=1e-9, atol=1e-14, err_msg=name)
+    assert int(fresh.n_grad) == 4 * 150 and int(kept.n_grad) == 4 * 150 + 1
+    assert fo.CentralFlow().caches and not fo.CentralFlow(dt0=0.3).caches
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +191,8 @@ def test_central_flow_on_mlp_past_eos(mlp_ds):
     gd_rms = np.sqrt(np.mean(ds.grad_norm.sel(flow="gd")[-50:].values ** 2))
     assert abs(float(c.predicted_grad_norm[-1]) - gd_rms) <= 0.2 * gd_rms
     assert float(c.grad_norm[-1]) < 0.2 * gd_rms
-    assert int(c.n_third) > 0 and int(c.n_hvp) > 0 and int(c.n_grad) == 4000
+    # (4 evaluations per GD step, and the one at step 1000 that is observed)
+    assert int(c.n_third) > 0 and int(c.n_hvp) > 0 and int(c.n_grad) == 4001
     assert float(c.sdcp_residual.max()) <= 1e-4
 
 

@@ -16,6 +16,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jaxtyping import Array, Float, Int, PyTree, Scalar
 
 from .. import _integrate
@@ -248,9 +249,18 @@ class AbstractFlow(AbstractProcess):
         if not (isinstance(self.blowup, int | float) and self.blowup > 0):
             raise ValueError(f"{name}: blowup must be a positive number, got {self.blowup!r}.")
 
-    def _term(self, f, k):
+    def _term(self, f, k, first=None):
         # Each GD step is solved in local time τ ∈ [0, 1], so time stays exact at any k.
-        return diffrax.ODETerm(lambda tau, y, args: self.vector_field(f, k + tau, y, *args))
+        def field(tau, y, args):
+            return self.vector_field(f, k + tau, y, *args)
+
+        if first is None:
+            return diffrax.ODETerm(field)
+        # `first`: the field at τ = 0, evaluated already (a constant step that divides 1
+        # starts every GD step at τ = 0 exactly, from the state it was evaluated at).
+        return diffrax.ODETerm(
+            lambda tau, y, args: lax.cond(tau == 0, lambda: first, lambda: field(tau, y, args))
+        )
 
     def start(self, f, w0, opt, data):
         y0 = self.init(f, w0, opt, data)
@@ -266,7 +276,8 @@ class AbstractFlow(AbstractProcess):
         counts = OracleCounts(*(a + b for a, b in zip(counts, init, strict=True)))
         return FlowCarry(y0, solve, bound, jnp.asarray(0, jnp.int32)), counts
 
-    def advance(self, f, carry, opt, data, k):
+    def advance(self, f, carry, opt, data, k, first=None):
+        """As `AbstractProcess.advance`; `first` is the field at step k if known already."""
         dtype = carry.bound.dtype
         solve = eqx.tree_at(lambda s: s.y, carry.solve, self.restart(carry.solve.y))
 
@@ -276,7 +287,7 @@ class AbstractFlow(AbstractProcess):
         solve, y, stats, result = _integrate.integrate(
             self.solver,
             self.stepsize_controller,
-            self._term(f, jnp.asarray(k, dtype)),
+            self._term(f, jnp.asarray(k, dtype), first),
             solve,
             1.0,
             (opt, data),

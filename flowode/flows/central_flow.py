@@ -16,6 +16,7 @@ the Ritz pairs within the carried basis (k HVPs) are as good (`bench_central.py`
 from typing import ClassVar, NamedTuple
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,12 +27,13 @@ from .._codes import RESULTS
 from .._sdcp import _solve as _solve_sdcp
 from .._spectral import OracleCounts, initial_basis, refine_eigs, third_contraction, top_eigs
 from ..optimisers import GD, RMSProp
-from ._base import AbstractFlow
+from ._base import AbstractFlow, FlowCarry
 
 
 class CentralTerms(NamedTuple):
     """Everything central flow computes at one point (k = the basis width `max_k`)."""
 
+    loss: Float[Array, ""]
     grad: Float[Array, " n"]
     theta: Float[Array, " k"]  # Ritz values, descending
     U: Float[Array, "n k"]  # Ritz vectors
@@ -44,6 +46,36 @@ class CentralTerms(NamedTuple):
     velocity: Float[Array, " n"]  # dw/dt
     n_hvp: Int[Array, ""]
     n_third: Int[Array, ""]
+
+
+class CentralCache(eqx.Module):
+    """Central flow's evaluation at the current integer time, kept in its carry.
+
+    With a constant step that divides a GD step (the default Euler ¼), every GD step
+    starts with an evaluation at the integer time, the costly one that refines the
+    basis. Taken at the end of the step before and kept, it is that step's first stage
+    and this step's observables, so observing costs nothing more.
+    """
+
+    field: tuple  # dy/dt: the first stage of the next GD step
+    loss: Float[Array, ""]
+    grad: Float[Array, " n"]  # ∇L(w)
+    observed: dict[str, Array]  # the observables that do not need GD's iterate
+    V: Float[Array, "n k"]  # Σ's eigenvectors, divided by s (RMSProp), for gd_deviation
+    n_hvp: Int[Array, ""]  # oracle calls of this evaluation
+    n_third: Int[Array, ""]
+
+
+class CentralCarry(eqx.Module):
+    """Central flow's carry: the ODE's (`FlowCarry`) and the evaluation at its state."""
+
+    flow: FlowCarry
+    cache: CentralCache | None
+
+
+class CentralState(NamedTuple):
+    y: tuple  # (w, U, counters) or (w, U, counters, ν)
+    cache: CentralCache | None
 
 
 def _gradP(f, w, U, data, j) -> Float[Array, "k k n"]:
@@ -118,7 +150,10 @@ class CentralFlow(AbstractFlow):
     The default scheme is the published one, Euler at 4 substeps per GD step (dt = 1/κ),
     chosen by `benchmarks/bench_central.py`. Cost per evaluation: one gradient, max_k
     HVPs (2·max_k at integer times), and j(j+1)/2 third-derivative contractions for j
-    critical directions.
+    critical directions. With Euler at a constant step that divides a GD step, the
+    evaluation at each integer time is taken at the end of the step before and kept in
+    the carry (`CentralCache`): it is the next step's first stage and this step's
+    observables, so observing central flow costs no evaluation of its own.
     """
 
     name: ClassVar[str] = "central"
@@ -162,7 +197,7 @@ class CentralFlow(AbstractFlow):
         `refine` (a bool, may be traced): take the Ritz step(s) from U (2k HVPs for one
         step), or only the Ritz pairs within span(U) (k HVPs).
         """
-        g = jax.grad(f)(w, data)
+        loss, g = jax.value_and_grad(f)(w, data)
         theta, U, HU, n_hvp = refine_eigs(f, w, U, data, iters=self.ritz_iters, step=refine)
         crit = lr * theta > self.sdcp_threshold  # a prefix: θ is sorted
         n_crit = jnp.sum(crit)
@@ -180,7 +215,7 @@ class CentralFlow(AbstractFlow):
         X, residual = _sdcp_on_prefix(alpha, beta, crit, n_crit)
         velocity = -lr * (g + 0.5 * jnp.einsum("ij,ijn->n", X, G))
         return CentralTerms(
-            g, theta, U, HU, P, n_crit, G, X, residual, velocity, jnp.int32(n_hvp), n_third
+            loss, g, theta, U, HU, P, n_crit, G, X, residual, velocity, jnp.int32(n_hvp), n_third
         )
 
     def supports(self, opt):
@@ -250,6 +285,10 @@ class CentralFlow(AbstractFlow):
         return (w0, U, counters) if nu is None else (w0, U, counters, nu)
 
     def vector_field(self, f, t, y, opt, data):
+        return self._evaluate(f, t, y, opt, data)[0]
+
+    def _evaluate(self, f, t, y, opt, data):
+        """(dy/dt, the terms, s) at time t: s is RMSProp's √P⁻¹, None for GD."""
         w, U, counters = y[:3]
         nu = y[3] if len(y) == 4 else None
         f_s, z, s, lr = self._geometry(f, opt, w, nu, t)
@@ -265,18 +304,13 @@ class CentralFlow(AbstractFlow):
         no_solution = ~jnp.all(jnp.isfinite(c.X))
         d_counters = jnp.stack([c.n_hvp, c.n_third, 0, no_solution]).astype(counters.dtype)
         if nu is None:
-            return (c.velocity, rate * (c.U * sign - U), d_counters)
+            return (c.velocity, rate * (c.U * sign - U), d_counters), c, s
         # RMSProp: dw/dt = s ⊙ dz/dt; ν follows E[g²] = g² + diag(HΣH), with ∇L = ∇_z/s
         # and HΣH = (HU)X(HU)ᵀ in w's coordinates, HU = (sHs)Ũ/s for Σ = sŨXŨᵀs.
         HU = c.HU / jnp.reshape(s, (-1, 1)) if jnp.ndim(s) else c.HU / s  # (n, k)
         g2 = (c.grad / s) ** 2 + jnp.sum((HU @ c.X) * HU, axis=1)
-        return (s * c.velocity, rate * (c.U * sign - U), d_counters, opt.nu_flow(g2, nu))
-
-    def center(self, state):
-        return state[0]
-
-    def optimiser_state(self, state):
-        return state[3] if len(state) == 4 else ()
+        dy = (s * c.velocity, rate * (c.U * sign - U), d_counters, opt.nu_flow(g2, nu))
+        return dy, c, s
 
     def size(self, y):
         return jnp.linalg.norm(y[0])
@@ -308,29 +342,79 @@ class CentralFlow(AbstractFlow):
             result_ = RESULTS.where(low, RESULTS.diverged_low_precision, result_)
         return result_
 
-    def observables(self, f, t, state, U, opt, data, w_gd):
-        w, basis = state[0], state[1]
-        nu = state[3] if len(state) == 4 else None
-        f_s, z, s, lr = self._geometry(f, opt, w, nu, t)
-        # (the state's basis is refined already: the Ritz pairs within it suffice here)
-        drift = self._drift(f_s, z, s, opt, nu, t, data)
-        c = self.terms(f_s, z, basis, lr, data, drift, refine=False)
+    @property
+    def caches(self) -> bool:
+        """Whether the carry keeps the evaluation at each integer time (`CentralCache`):
+        Euler with a constant step that divides a GD step, whose every GD step starts
+        with an evaluation there."""
+        if not isinstance(self.solver, diffrax.Euler) or self.dt0 is None:
+            return False
+        if not isinstance(self.stepsize_controller, diffrax.ConstantStepSize):
+            return False
+        per_step = 1.0 / self.dt0
+        return abs(per_step - round(per_step)) < 1e-9
+
+    def _cache(self, f, t, y, opt, data) -> CentralCache:
+        dy, c, s = self._evaluate(f, t, y, opt, data)
+        lr = opt.learning_rate(t) if s is None else jnp.ones((), c.grad.dtype)
         sigma, Q = jnp.linalg.eigh(c.X)
         sigma, Q = sigma[::-1], Q[:, ::-1]
         V = c.U @ Q  # (n, k): Σ's eigenvectors (in z = w/s for RMSProp)
-        grad, HU, deviation = c.grad, c.HU, w_gd - w
+        grad, HU = c.grad, c.HU
         if s is not None:  # back to w's coordinates
             s_col = jnp.reshape(s, (-1, 1)) if jnp.ndim(s) else s
-            grad, HU, deviation = grad / s, HU / s_col, deviation / s
-        return {
-            "predicted_loss": f(w, data) + 0.5 * jnp.sum(c.P * c.X),
+            grad, HU, V = grad / s, HU / s_col, V / s_col
+        observed = {
+            "predicted_loss": c.loss + 0.5 * jnp.sum(c.P * c.X),
             "predicted_grad_norm": jnp.sqrt(jnp.sum(grad**2) + jnp.sum((HU.T @ HU) * c.X)),
             "sigma": sigma,
-            "gd_deviation": (V.T @ deviation) ** 2,
             "n_critical": c.n_critical,
             "n_tracked": jnp.sum(lr * c.theta >= self.track_threshold),
             "sdcp_residual": c.sdcp_residual,
         }
+        return CentralCache(dy, c.loss, grad, observed, V, c.n_hvp, c.n_third)
+
+    def start(self, f, w0, opt, data):
+        flow, counts = super().start(f, w0, opt, data)
+        if not self.caches:
+            return CentralCarry(flow, None), counts
+        cache = self._cache(f, jnp.zeros((), w0.dtype), flow.y, opt, data)
+        counts = OracleCounts(
+            counts.n_grad + 1, counts.n_hvp + cache.n_hvp, counts.n_third + cache.n_third
+        )
+        return CentralCarry(flow, cache), counts
+
+    def advance(self, f, carry, opt, data, k):
+        if carry.cache is None:
+            flow, counts, result = super().advance(f, carry.flow, opt, data, k)
+            return CentralCarry(flow, None), counts, result
+        # The step's first stage is the cached evaluation; the one at k + 1 is taken here
+        # and kept (it is counted with the step that uses it as its first stage).
+        flow, counts, result = super().advance(f, carry.flow, opt, data, k, carry.cache.field)
+        t1 = jnp.asarray(k + 1, flow.bound.dtype)
+        return CentralCarry(flow, self._cache(f, t1, flow.y, opt, data)), counts, result
+
+    def state(self, carry):
+        return CentralState(carry.flow.y, carry.cache)
+
+    def center(self, state):
+        return state.y[0]
+
+    def optimiser_state(self, state):
+        return state.y[3] if len(state.y) == 4 else ()
+
+    def loss_and_grad(self, f, carry, data):
+        if carry.cache is None:
+            return jax.value_and_grad(f)(carry.flow.y[0], data)
+        return carry.cache.loss, carry.cache.grad
+
+    def observables(self, f, t, state, U, opt, data, w_gd):
+        cache = state.cache
+        if cache is None:  # another scheme: evaluate here, with the state's basis as it is
+            y = state.y
+            cache = self._cache(f, t, y, opt, data)
+        deviation = w_gd - state.y[0]
+        return {**cache.observed, "gd_deviation": (cache.V.T @ deviation) ** 2}
 
     def describe(self):
         out = super().describe()
