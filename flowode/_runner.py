@@ -24,7 +24,7 @@ from jax import lax
 from jaxtyping import Array, Float, Int, PyTree
 
 from ._codes import RESULTS
-from ._observe import observe_eigs
+from ._observe import EigObservation, observe_eigs
 from ._spectral import FlatLoss, initial_basis
 from .flows import AbstractProcess
 from .flows.gradient_descent import midpoint
@@ -110,6 +110,23 @@ def _finite(*xs) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs]))
 
 
+def _merge(sub: EigObservation, unknown: list[int], given: list, due) -> EigObservation:
+    """The observer's results for the labels in `unknown`, the given eigenpairs elsewhere."""
+    if len(unknown) == len(given):
+        return sub
+    eigs, basis, n_hvp, fell_back = [], [], [], []
+    for i, g in enumerate(given):
+        if g is None:
+            j = unknown.index(i)
+            eigs.append(sub.eigs[j]), basis.append(sub.basis[j])
+            n_hvp.append(sub.n_hvp[j]), fell_back.append(sub.fell_back[j])
+        else:
+            theta, U = g
+            eigs.append(jnp.where(due, theta, jnp.nan)), basis.append(U)
+            n_hvp.append(jnp.zeros((), jnp.int32)), fell_back.append(jnp.zeros((), bool))
+    return EigObservation(*(jnp.stack(x) for x in (eigs, basis, n_hvp, fell_back)))
+
+
 def _row(settings: Settings, f, state: RunState, opt, data, eig_every, k):
     """Advance every process to step k (= `state.row`) and observe it: (state, records)."""
     t = k.astype(state.tracks.basis.dtype)
@@ -162,15 +179,21 @@ def _row(settings: Settings, f, state: RunState, opt, data, eig_every, k):
             losses[i], grads[i] = owners[i].loss_and_grad(f, owner_states[i].carry, data)
 
     parity = k % 2
-    obs = observe_eigs(
+    # A process that has its eigenpairs already (central flow's refined basis) gives them;
+    # the observer finds the rest, together.
+    eig_k = state.tracks.basis.shape[-1]
+    given = [None if p is None else p.eigs(s, eig_k) for p, s in zip(owners, states, strict=True)]
+    unknown = [i for i, g in enumerate(given) if g is None]
+    sub = observe_eigs(
         f,
-        jnp.stack(centers),
-        state.tracks.basis[:, parity],
+        jnp.stack([centers[i] for i in unknown]),
+        state.tracks.basis[jnp.asarray(unknown), parity],
         data,
         due,
         ritz_iters=settings.ritz_iters,
         fallback_tol=settings.fallback_tol,
     )
+    obs = _merge(sub, unknown, given, due)
     # The other parity's warm start is refreshed too at the first observation, and
     # always when eig_every is even (then only one parity is ever observed).
     basis = state.tracks.basis.at[:, parity].set(obs.basis)

@@ -165,18 +165,27 @@ def test_kept_evaluation_changes_only_the_cost(x64):
     for name in ("loss", "sharpness", "sigma", "predicted_loss", "gd_deviation", "grad_norm"):
         np.testing.assert_allclose(kept[name], fresh[name], rtol=1e-9, atol=1e-14, err_msg=name)
     assert int(fresh.n_grad) == 4 * 150 and int(kept.n_grad) == 4 * 150 + 1
+    # Its refined eigenpairs are the observed ones too: the observer spends nothing on it.
+    assert int(kept.n_hvp_observe) == 0 < int(fresh.n_hvp_observe)
     assert fo.CentralFlow().caches and not fo.CentralFlow(dt0=0.3).caches
 
 
 @pytest.fixture(scope="module")
 def mlp_ds():
     p = fo.problems.mlp_regression(seed=2)
-    return fo.simulate(p, lr=0.1, steps=1000, flows=("gradient", "central"), eig_k=2)
+    flows = ("gradient", "central")
+    return p, fo.simulate(p, lr=0.1, steps=1000, flows=flows, eig_k=2, save_params=True)
 
 
 def test_central_flow_on_mlp_past_eos(mlp_ds):
-    ds = mlp_ds
+    p, ds = mlp_ds
     c = ds.sel(flow="central")
+    # Its eigenvalues come from its own refined basis (no observer HVPs), and match a
+    # dense eigen-decomposition of the Hessian at its last point.
+    assert int(c.n_hvp_observe) == 0
+    H = jax.hessian(p.flat_loss)(jnp.asarray(c.params[-1].values), p.data)
+    dense = np.linalg.eigvalsh(np.asarray(H, np.float64))[::-1][:2]
+    np.testing.assert_allclose(c.eigs[-1][:2], dense, rtol=1e-3)
     assert c.sharpness.dtype == np.float64 and ds.attrs["dtype"] == "float32"
     onset = int(np.argmax(c.n_critical.values > 0))
     assert 0 < onset < 900

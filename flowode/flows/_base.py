@@ -63,6 +63,12 @@ class AbstractProcess(eqx.Module):
         """The process's prediction of GD's iterate w_t (default: its centre)."""
         return self.center(state)
 
+    def eigs(self, state: State, k: int) -> tuple[Float[Array, " k"], Float[Array, "n k"]] | None:
+        """The top-k Hessian eigenpairs at the centre, if the process has them already
+        (refined as well as the observer's one Rayleigh–Ritz step would); None (default)
+        lets the observer find them."""
+        return None
+
     def loss_and_grad(self, f: FlatLoss, carry: Carry, data: PyTree) -> tuple[Array, Array]:
         """L and ∇L at the centre (a process that has them already returns them)."""
         return jax.value_and_grad(f)(self.center(self.state(carry)), data)

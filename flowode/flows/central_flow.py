@@ -62,6 +62,8 @@ class CentralCache(eqx.Module):
     grad: Float[Array, " n"]  # ∇L(w)
     observed: dict[str, Array]  # the observables that do not need GD's iterate
     V: Float[Array, "n k"]  # Σ's eigenvectors, divided by s (RMSProp), for gd_deviation
+    theta: Float[Array, " k"] | None  # the refined top Hessian eigenpairs (GD only: with
+    U: Float[Array, "n k"] | None  # RMSProp they are those of P⁻¹H)
     n_hvp: Int[Array, ""]  # oracle calls of this evaluation
     n_third: Int[Array, ""]
 
@@ -372,7 +374,8 @@ class CentralFlow(AbstractFlow):
             "n_tracked": jnp.sum(lr * c.theta >= self.track_threshold),
             "sdcp_residual": c.sdcp_residual,
         }
-        return CentralCache(dy, c.loss, grad, observed, V, c.n_hvp, c.n_third)
+        theta, U = (c.theta, c.U) if s is None else (None, None)
+        return CentralCache(dy, c.loss, grad, observed, V, theta, U, c.n_hvp, c.n_third)
 
     def start(self, f, w0, opt, data):
         flow, counts = super().start(f, w0, opt, data)
@@ -402,6 +405,12 @@ class CentralFlow(AbstractFlow):
 
     def optimiser_state(self, state):
         return state.y[3] if len(state.y) == 4 else ()
+
+    def eigs(self, state, k):
+        cache = state.cache
+        if cache is None or cache.theta is None or k > self.max_k:
+            return None
+        return cache.theta[:k], cache.U[:, :k]
 
     def loss_and_grad(self, f, carry, data):
         if carry.cache is None:
