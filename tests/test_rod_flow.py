@@ -373,3 +373,22 @@ def test_rmsprop_rod_tracks_past_eos_closer_than_the_stable_flow(seed):
     d = ds.distance_to_gd.sel(step=slice(500, 1000)).mean("step")
     assert float(d.sel(flow="rod")) * 5 <= float(d.sel(flow="gradient"))
     assert float(ds.rod_length.sel(flow="rod")[-1]) > 1e-3
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        fo.RodFlow(stepsize_controller=diffrax.PIDController(rtol=1e-8, atol=1e-9)),
+        fo.GradientFlow(stepsize_controller=diffrax.PIDController(rtol=1e-9, atol=1e-12)),
+    ],
+)
+def test_tolerance_below_the_dtypes_resolution_is_one_sentence(flow):
+    # Tolerances are relative to the state's scale: in float32, rtol + atol = 1e-8 asks
+    # for less than an ulp, and the solve would creep to its step limit. float64 is fine.
+    p = fo.problems.quadratic([1.0, 5.0])
+    with pytest.raises(ValueError, match="below what float32 resolves.*float64"):
+        fo.simulate(p, lr=0.1, steps=5, flows=(flow,))
+    with jax.enable_x64(True):
+        p64 = fo.problems.quadratic([1.0, 5.0], dtype=jnp.float64)
+        ds = fo.simulate(p64, lr=0.1, steps=5, flows=(flow,))
+    assert ds.attrs[f"{flow.name}_status"] == "successful"

@@ -268,9 +268,29 @@ class AbstractFlow(AbstractProcess):
             lambda tau, y, args: lax.cond(tau == 0, lambda: first, lambda: field(tau, y, args))
         )
 
+    def _check_tolerance(self, y0: State, dtype) -> None:
+        """One sentence for tolerances the dtype cannot meet (relative tolerances only)."""
+        ctrl = self.stepsize_controller
+        if not isinstance(ctrl, diffrax.PIDController) or self.error_scale(y0) is None:
+            return
+        try:
+            tol = float(ctrl.rtol) + float(ctrl.atol)
+        except (TypeError, jax.errors.ConcretizationTypeError):  # traced: not checked
+            return
+        floor = 4 * float(jnp.finfo(dtype).eps)
+        if tol < floor:
+            raise ValueError(
+                f"{type(self).__name__}: rtol + atol = {tol:.3g} is below what "
+                f"{jnp.dtype(dtype).name} resolves (4 ulp, {floor:.3g}; the tolerances are "
+                "relative to the state's scale), so the error estimate would be rounding "
+                "noise and the steps would shrink to the step limit. Loosen the tolerances "
+                "or run in float64."
+            )
+
     def start(self, f, w0, opt, data):
         y0 = self.init(f, w0, opt, data)
         dtype = w0.dtype
+        self._check_tolerance(y0, dtype)
         term = self._term(f, jnp.zeros((), dtype))
         solve, stats = _integrate.start(
             self.solver, self.stepsize_controller, term, self.restart(y0), (opt, data), self.dt0
