@@ -3,8 +3,15 @@
 import os
 from typing import NamedTuple
 
+import h5netcdf
 import numpy as np
 import xarray as xr
+
+# A run file's checkpoint slots (`_store`): each is tagged with its completed step and
+# keeps the per-flow totals of that step.
+SLOTS = ("checkpoint0", "checkpoint1")
+SLOT_STEP = "slot_step"
+SLOT_TOTAL = "total_"
 
 
 class Variable(NamedTuple):
@@ -203,6 +210,27 @@ def read(path: str | os.PathLike) -> xr.Dataset:
     """
     ds = xr.open_dataset(path, engine="h5netcdf")
     done = ds.attrs.get("completed_steps")
-    if done is not None and ds.sizes.get("step", 0) > int(done) + 1:  # killed mid-write
+    if done is None:
+        return ds
+    if ds.sizes.get("step", 0) > int(done) + 1:  # killed mid-write
         ds = ds.isel(step=slice(0, int(done) + 1))
+    for name, values in _slot_totals(path, int(done)).items():
+        if name in COST_VARS and name in ds:
+            ds[name] = ds[name].copy(data=values)
     return ds
+
+
+def _slot_totals(path, done: int) -> dict[str, np.ndarray]:
+    """The per-flow totals kept with the checkpoint of step `done` ({} if there is none)."""
+    with h5netcdf.File(path, "r") as f:
+        for slot in SLOTS:
+            group = f.groups.get(slot)
+            if group is None or SLOT_STEP not in group.variables:
+                continue
+            if int(group.variables[SLOT_STEP][...]) == done:
+                return {
+                    n[len(SLOT_TOTAL) :]: v[...]
+                    for n, v in group.variables.items()
+                    if n.startswith(SLOT_TOTAL)
+                }
+    return {}

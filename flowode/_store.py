@@ -18,10 +18,16 @@ import h5netcdf
 import h5py
 import numpy as np
 
-from ._results import COST_VARS, dims, dtype_and_fill, eig_width, variable
-
-SLOTS = ("checkpoint0", "checkpoint1")
-SLOT_STEP = "slot_step"  # the completed step a slot belongs to
+from ._results import (
+    COST_VARS,
+    SLOT_STEP,
+    SLOT_TOTAL,
+    SLOTS,
+    dims,
+    dtype_and_fill,
+    eig_width,
+    variable,
+)
 
 
 def _open(path, mode):
@@ -93,6 +99,11 @@ def append(
         group = _free_slot(f)
         for name, value in checkpoint.items():
             _put(group, name, np.asarray(value))
+        # The per-flow totals are overwritten in place above, so a kill can leave them a
+        # chunk ahead of `completed_steps`: the slot keeps a copy that readers take.
+        for name in COST_VARS:
+            if name in f.variables:
+                _put(group, SLOT_TOTAL + name, np.asarray(f.variables[name][...]))
         _put(group, SLOT_STEP, np.asarray(completed, np.int64))  # after the data it tags
         f.attrs.update(attrs)
         f.attrs["completed_steps"] = completed  # last: the file is complete up to here
@@ -154,9 +165,16 @@ def read(path, at: int | None = None) -> tuple[dict, dict[str, np.ndarray], dict
                 "simulate(out=...) or flowode run -o, so it cannot be resumed."
             )
         costs = {name: f.variables[name][:] for name in COST_VARS if name in f.variables}
-        checkpoint = {n: v[...] for n, v in slot.variables.items() if n != SLOT_STEP}
+        costs.update({n[len(SLOT_TOTAL) :]: v[...] for n, v in slot.variables.items() if _total(n)})
+        checkpoint = {
+            n: v[...] for n, v in slot.variables.items() if n != SLOT_STEP and not _total(n)
+        }
         costs["flow"] = _labels(f)
     return attrs, costs, checkpoint
+
+
+def _total(name: str) -> bool:
+    return name.startswith(SLOT_TOTAL)
 
 
 def _completed_slot(f, attrs, at=None):
