@@ -34,7 +34,7 @@ def rows():
                 f"{int(r.n_grad) / steps:.1f}",
                 f"{int(r.n_hvp) / steps:.1f}",
                 f"{int(r.n_third) / steps:.2f}",
-                f"{float(r.wall_time):.3f}",
+                f"{float(r.wall_time):.3g}",
             )
 
 
@@ -44,7 +44,11 @@ def main():
     md += ["| " + " | ".join(r) + " |" for r in table]
     (HERE / "fig5_cost_table.md").write_text(
         "Oracle calls per GD step, and the compiled wall time of the whole run (every "
-        "process in one program, compilation excluded), on 2 CPU cores.\n\n" + "\n".join(md) + "\n"
+        "process in one program, compilation excluded), on 2 CPU cores. The machine is "
+        "shared and its wall times vary by 2× or more between runs: trust the counts over "
+        "the seconds (per-process ratios, measured in one run, are in benchmarks/).\n\n"
+        + "\n".join(md)
+        + "\n"
     )
     fig, ax = plt.subplots(figsize=(8, 0.3 * len(table) + 0.6))
     ax.axis("off")
