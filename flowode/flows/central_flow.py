@@ -391,8 +391,10 @@ class CentralFlow(AbstractFlow):
         if carry.cache is None:
             flow, counts, result = super().advance(f, carry.flow, opt, data, k)
             return CentralCarry(flow, None), counts, result
-        # The step's first stage is the cached evaluation; the one at k + 1 is taken here
-        # and kept (it is counted with the step that uses it as its first stage).
+        # The step's first stage is the kept evaluation; the one at k + 1 is taken here and
+        # kept. Each step counts its four stages, the kept one among them, and `start`
+        # counts one more: the totals are the evaluations made, 1 + 4N (the last one is
+        # only observed).
         flow, counts, result = super().advance(f, carry.flow, opt, data, k, carry.cache.field)
         t1 = jnp.asarray(k + 1, flow.bound.dtype)
         return CentralCarry(flow, self._cache(f, t1, flow.y, opt, data)), counts, result
@@ -419,9 +421,8 @@ class CentralFlow(AbstractFlow):
 
     def observables(self, f, t, state, U, opt, data, w_gd):
         cache = state.cache
-        if cache is None:  # another scheme: evaluate here, with the state's basis as it is
-            y = state.y
-            cache = self._cache(f, t, y, opt, data)
+        if cache is None:  # another scheme: one evaluation more, here
+            cache = self._cache(f, t, state.y, opt, data)
         deviation = w_gd - state.y[0]
         return {**cache.observed, "gd_deviation": (cache.V.T @ deviation) ** 2}
 
