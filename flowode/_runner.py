@@ -106,10 +106,6 @@ def _diagonal(opt: AbstractOptimiser, w0) -> bool:
     return len(shape) > 0
 
 
-def _finite(*xs) -> Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in xs]))
-
-
 def _merge(sub: EigObservation, unknown: list[int], given: list, due) -> EigObservation:
     """The observer's results for the labels in `unknown`, the given eigenpairs elsewhere."""
     if len(unknown) == len(given):
@@ -228,11 +224,18 @@ def _row(settings: Settings, f, state: RunState, opt, data, eig_every, k):
         n_hvp = n_hvp + pobs.n_hvp
         n_fallback = n_fallback + pobs.fell_back.astype(jnp.int32)
     tracks = Tracks(basis, n_hvp, n_fallback, pbasis)
+    # Per-label norms and checks as one reduction each over the stacked points (labels, n):
+    # at small n a row costs its kernel launches more than its arithmetic.
+    points = jnp.stack(centers)  # (labels, n)
+    grad_norms = jnp.linalg.norm(jnp.stack(grads), axis=1)
+    dist = jnp.linalg.norm(jnp.stack(iterates) - w_gd, axis=1)
+    center_dist = jnp.linalg.norm(points - w_mid, axis=1)
+    finite = jnp.all(jnp.isfinite(points), axis=1) & jnp.isfinite(jnp.stack(losses))
     records = []
     for i in range(len(labels)):
         rec = {
             "loss": losses[i],
-            "grad_norm": jnp.linalg.norm(grads[i]),
+            "grad_norm": grad_norms[i],
             "eigs": obs.eigs[i],
             "effective_sharpness": effective[i],
         }
@@ -241,19 +244,17 @@ def _row(settings: Settings, f, state: RunState, opt, data, eig_every, k):
         else:
             U = obs.basis[i]
             rec.update(owners[i].observables(f, t, states[i], U, opt, data, w_gd))
-        rec["distance_to_gd"] = jnp.linalg.norm(iterates[i] - w_gd)
-        rec["center_distance_to_gd"] = jnp.linalg.norm(centers[i] - w_mid)
+        rec["distance_to_gd"] = dist[i]
+        rec["center_distance_to_gd"] = center_dist[i]
         if settings.save_params:
             rec["params"], rec["iterates"] = centers[i], iterates[i]
         records.append(rec)
-    points = list(zip(labels, centers, losses, strict=True))
 
     # -- divergence: the first row whose point or loss is not finite ---------------------
     new_procs = []
     for j, ps in enumerate(procs):
         i = 0 if j == 0 else j + 1
-        _, center, loss = points[i]
-        bad = ~_finite(center, loss) | (ps.result != _OK)
+        bad = ~finite[i] | (ps.result != _OK)
         result = jnp.where(bad & (ps.result == _OK), _int(_DIVERGED), ps.result)
         at = jnp.where((ps.diverged_at < 0) & bad, k, ps.diverged_at)
         new_procs.append(ProcessState(ps.carry, ps.counts, result, at))
