@@ -223,14 +223,24 @@ def read(path: str | os.PathLike) -> xr.Dataset:
 def _slot_totals(path, done: int) -> dict[str, np.ndarray]:
     """The per-flow totals kept with the checkpoint of step `done` ({} if there is none)."""
     with h5netcdf.File(path, "r") as f:
-        for slot in SLOTS:
-            group = f.groups.get(slot)
-            if group is None or SLOT_STEP not in group.variables:
-                continue
-            if int(group.variables[SLOT_STEP][...]) == done:
-                return {
-                    n[len(SLOT_TOTAL) :]: v[...]
-                    for n, v in group.variables.items()
-                    if n.startswith(SLOT_TOTAL)
-                }
-    return {}
+        slot = slot_at(f, done)
+        return {} if slot is None else slot_totals(slot)
+
+
+def slot_at(f: h5netcdf.File, step: int):
+    """The checkpoint slot of a run file tagged with `step`, or None."""
+    for name in SLOTS:
+        group = f.groups.get(name)
+        if group is not None and SLOT_STEP in group.variables:
+            if int(group.variables[SLOT_STEP][...]) == int(step):
+                return group
+    return None
+
+
+def slot_totals(slot) -> dict[str, np.ndarray]:
+    """The per-flow totals a checkpoint slot keeps, by variable name."""
+    return {n[len(SLOT_TOTAL) :]: v[...] for n, v in slot.variables.items() if is_total(n)}
+
+
+def is_total(name: str) -> bool:
+    return name.startswith(SLOT_TOTAL)

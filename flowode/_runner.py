@@ -174,6 +174,7 @@ def _row(settings: Settings, f, state: RunState, opt, data, eig_every, k):
         if c:
             losses[i], grads[i] = owners[i].loss_and_grad(f, owner_states[i].carry, data)
 
+    points = jnp.stack(centers)  # (labels, n)
     parity = k % 2
     # A process that has its eigenpairs already (central flow's refined basis) gives them;
     # the observer finds the rest, together.
@@ -182,7 +183,7 @@ def _row(settings: Settings, f, state: RunState, opt, data, eig_every, k):
     unknown = [i for i, g in enumerate(given) if g is None]
     sub = observe_eigs(
         f,
-        jnp.stack([centers[i] for i in unknown]),
+        points[jnp.asarray(unknown)],
         state.tracks.basis[jnp.asarray(unknown), parity],
         data,
         due,
@@ -210,7 +211,7 @@ def _row(settings: Settings, f, state: RunState, opt, data, eig_every, k):
     else:
         pobs = observe_eigs(
             f,
-            jnp.stack(centers),
+            points,
             pbasis[:, parity],
             data,
             due,
@@ -226,7 +227,6 @@ def _row(settings: Settings, f, state: RunState, opt, data, eig_every, k):
     tracks = Tracks(basis, n_hvp, n_fallback, pbasis)
     # Per-label norms and checks as one reduction each over the stacked points (labels, n):
     # at small n a row costs its kernel launches more than its arithmetic.
-    points = jnp.stack(centers)  # (labels, n)
     grad_norms = jnp.linalg.norm(jnp.stack(grads), axis=1)
     dist = jnp.linalg.norm(jnp.stack(iterates) - w_gd, axis=1)
     center_dist = jnp.linalg.norm(points - w_mid, axis=1)

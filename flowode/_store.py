@@ -26,6 +26,9 @@ from ._results import (
     dims,
     dtype_and_fill,
     eig_width,
+    is_total,
+    slot_at,
+    slot_totals,
     variable,
 )
 
@@ -165,29 +168,19 @@ def read(path, at: int | None = None) -> tuple[dict, dict[str, np.ndarray], dict
                 "simulate(out=...) or flowode run -o, so it cannot be resumed."
             )
         costs = {name: f.variables[name][:] for name in COST_VARS if name in f.variables}
-        costs.update({n[len(SLOT_TOTAL) :]: v[...] for n, v in slot.variables.items() if _total(n)})
+        costs.update(slot_totals(slot))
         checkpoint = {
-            n: v[...] for n, v in slot.variables.items() if n != SLOT_STEP and not _total(n)
+            n: v[...] for n, v in slot.variables.items() if n != SLOT_STEP and not is_total(n)
         }
         costs["flow"] = _labels(f)
     return attrs, costs, checkpoint
-
-
-def _total(name: str) -> bool:
-    return name.startswith(SLOT_TOTAL)
 
 
 def _completed_slot(f, attrs, at=None):
     """The checkpoint group tagged with the file's `completed_steps` (or `at`), or None."""
     if "completed_steps" not in attrs:
         return None
-    step = int(attrs["completed_steps"]) if at is None else int(at)
-    for name in SLOTS:
-        if name in f.groups and SLOT_STEP in f.groups[name].variables:
-            group = f.groups[name]
-            if int(group.variables[SLOT_STEP][...]) == step:
-                return group
-    return None
+    return slot_at(f, int(attrs["completed_steps"]) if at is None else int(at))
 
 
 def rewind(path, step: int):
