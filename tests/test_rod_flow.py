@@ -121,6 +121,19 @@ def test_rod_decays_to_its_floor_below_threshold_and_grows_from_it_above(x64, fl
     assert fit == pytest.approx(np.log(1.05), abs=1e-4)
 
 
+def test_a_numpy_floor_runs_like_the_same_python_number():
+    # A NumPy scalar (say eps / np.sqrt(n)) is an array to Equinox: traced, it could not
+    # say at trace time whether it is 0, and the run failed to build.
+    p = _shifted_quadratic([20.5, 3.0], [3.0, 4.0], jnp.float32)
+    runs = []
+    for floor in (np.float32(1e-6), 1e-6):
+        flows = (fo.RodFlow(floor=floor), fo.EdgeFlow(floor=floor))
+        assert all(type(f.floor) is float for f in flows)
+        runs.append(fo.simulate(p, lr=0.1, steps=20, flows=flows, eig_every=20))
+    np.testing.assert_array_equal(runs[0].rod_length.values, runs[1].rod_length.values)
+    assert np.isfinite(runs[0].oscillation_magnitude.sel(flow="edge").values).all()
+
+
 @pytest.mark.parametrize("floor", [-1e-7, float("nan"), float("inf")])
 def test_bad_floor_is_one_clear_sentence(floor):
     with pytest.raises(ValueError, match="floor must be a finite number >= 0"):

@@ -69,6 +69,7 @@ use and pulled back to its orthonormalisation at rate 1 (as the rod's u).
 from typing import Literal
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -83,6 +84,7 @@ from ._rod_state import (
     from_vector,
     growth_rate,
     option_floor,
+    plain_number,
     orthonormal,
     pair_grads,
     probe_distance,
@@ -129,7 +131,7 @@ class EdgeFlow(AbstractFlow):
     max_steps_per_gd_step: int = 100
     blowup: float = 1e6
     k: int = 1
-    floor: float | None = None
+    floor: float | None = eqx.field(default=None, converter=plain_number)
     amplitude_rate: AmplitudeRate = "map"
     modified_equation: bool = True
     magnitude_sharpness: MagnitudeSharpness = "secant"

@@ -93,6 +93,7 @@ against 38), so the rod refuses Adam.
 """
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -107,6 +108,7 @@ from ._rod_state import (
     from_vector,
     growth_rate,
     option_floor,
+    plain_number,
     pair_grads as _pair_grads,
     probe_distance,
     tolerance_scales,
@@ -168,7 +170,7 @@ class RodFlow(AbstractFlow):
     dt0: float | None = None
     max_steps_per_gd_step: int = 100
     blowup: float = 1e6
-    floor: float | None = None
+    floor: float | None = eqx.field(default=None, converter=plain_number)
     amplitude_rate: AmplitudeRate = "map"
     modified_equation: bool = False
 
