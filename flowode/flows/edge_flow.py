@@ -84,9 +84,9 @@ from ._rod_state import (
     from_vector,
     growth_rate,
     option_floor,
-    plain_number,
     orthonormal,
     pair_grads,
+    plain_number,
     probe_distance,
     tolerance_scales,
 )
