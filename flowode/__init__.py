@@ -24,6 +24,7 @@ from .flows import (
     AbstractProcess as AbstractProcess,
     CentralFlow as CentralFlow,
     EdgeFlow as EdgeFlow,
+    GlobalErrorEstimate as GlobalErrorEstimate,
     GradientDescent as GradientDescent,
     GradientFlow as GradientFlow,
     RodFlow as RodFlow,

@@ -113,6 +113,12 @@ SCHEMA: dict[str, Variable] = {
         "edge: |u^T u1|, its direction against the observer's top eigenvector (k > 1: the "
         "norm of u1's projection on span(U))",
     ),
+    "global_error": Variable(
+        _STEP,
+        "float",
+        "GlobalErrorEstimate: |c - c_twin| / |c_twin|, the centre's distance to a twin at "
+        "rtol and atol / factor (an a-posteriori estimate of the flow's global error)",
+    ),
     "oscillation_u1": Variable(
         _STEP, "float", "(u1^T (w - centre))^2: squared oscillation along the top eigenvector"
     ),

@@ -22,6 +22,7 @@ from .flows import (
     AbstractProcess,
     CentralFlow,
     EdgeFlow,
+    GlobalErrorEstimate,
     GradientDescent,
     GradientFlow,
     RodFlow,
@@ -518,6 +519,16 @@ def _report(processes, ds: xr.Dataset, *, throw: bool = False):
             code = _codes.RESULTS._name_to_item.get(status)
             text = _codes.message(_codes.code(code)) if code is not None else status
             problems.append(f"{label}: {text}")
+        if isinstance(process, GlobalErrorEstimate) and process.tol is not None:
+            error = ds.global_error.sel(flow=label).values
+            over = np.nonzero(error > process.tol)[0]
+            if over.size:
+                problems.append(
+                    f"{label}: its estimated global error exceeds tol = {process.tol:g} from "
+                    f"step {int(ds.step[over[0]])} (largest {np.nanmax(error):.2g}, see "
+                    "global_error). Tighten the flow's rtol and atol: for RKC2 the error "
+                    "scales about like rtol^(2/3)."
+                )
         if isinstance(process, CentralFlow):
             residual = ds.sdcp_residual.sel(flow=label).values
             bad = int(np.sum(residual > SDCP_WARN))
