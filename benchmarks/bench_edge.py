@@ -43,7 +43,7 @@ OUT = pathlib.Path(__file__).with_name("edge.json")
 ROUNDS = 7
 TIGHT = {
     "float64": diffrax.PIDController(rtol=1e-8, atol=1e-12),
-    "float32": diffrax.PIDController(rtol=1e-6, atol=1e-9),
+    "float32": diffrax.PIDController(rtol=1e-6, atol=1e-6),
 }
 
 

@@ -35,7 +35,8 @@ SEEDS = (0, 1, 2, 3)
 OUT = pathlib.Path(__file__).with_name("onset.json")
 TIGHT = {
     "float64": diffrax.PIDController(rtol=1e-8, atol=1e-12),
-    "float32": diffrax.PIDController(rtol=1e-6, atol=1e-9),
+    # atol is relative to the state's RMS: 1e-9 held Tsit5 at its step limit on seed 3.
+    "float32": diffrax.PIDController(rtol=1e-6, atol=1e-6),
 }
 
 
@@ -106,8 +107,8 @@ def onset_part(results):
                         r["rod_onset"] - r["gd_onset"] if r["rod_onset"] and r["gd_onset"] else None
                     )
                     rows.append(
-                        (dtype, solver, seed, r["eta_S_2_at"], r["gd_onset"], r["rod_onset"],
-                         lag, f"{r['min_rod_length']:.1e}", f"{r['centre_ratio']:.3f}",
+                        (dtype, solver, seed, r["eta_S_2_at"], r["gd_onset"], str(r["rod_onset"]),
+                         str(lag), f"{r['min_rod_length']:.1e}", f"{r['centre_ratio']:.3f}",
                          f"{r['cost']['grads']:.2f}", f"{time.time() - t:.0f}")
                     )  # fmt: skip
                     print(rows[-1], flush=True)

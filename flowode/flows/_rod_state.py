@@ -158,9 +158,22 @@ def check_options(owner: str, floor, amplitude_rate, modified_equation):
         )
 
 
+def default_floor(X: Float[Array, " n"]) -> Scalar:
+    """ε/√n: GD's rounding along one direction, relative to ‖w‖.
+
+    Each GD step rounds every coordinate of w at about ε|wᵢ|, with signs that do not
+    line up; projected on a unit direction u that spreads over the n coordinates, those
+    errors add to about ε‖w‖/√n, the kick GD's oscillation starts from. The whole
+    rounding, ε‖w‖, put the rod's onset 6-13 steps before GD's on MLP-433 (seeds 0-3);
+    ε‖w‖/√n puts it 2-5 steps before in float32 and 1-3 in float64, with the centre at
+    step 1000 unchanged to ±2% (benchmarks/README.md, "Rod flow's onset").
+    """
+    return jnp.finfo(X.dtype).eps / jnp.sqrt(jnp.asarray(X.size, X.dtype))
+
+
 def option_floor(floor, X: Float[Array, " n"], amplitude: Scalar) -> Scalar | None:
-    """The log-floor of a flow's `floor` option: None (0: no floor), else ε or its value."""
+    """The log-floor of a flow's `floor` option: None (0: no floor), else ε/√n or its value."""
     if floor == 0:
         return None
-    rel = jnp.finfo(X.dtype).eps if floor is None else jnp.asarray(floor, X.dtype)
+    rel = default_floor(X) if floor is None else jnp.asarray(floor, X.dtype)
     return log_floor(rel, X, amplitude)

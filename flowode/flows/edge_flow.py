@@ -36,19 +36,19 @@ centre ratio. For k > 1 each magnitude takes its direction's projection of the p
 odd remainder (g₊ − g₋)/2 − H(X)Y per unit magnitude.
 
 **Onset.** As for the rod (`_rod_state`), a is a log-magnitude with a smooth floor at
-`floor`·‖w‖ (default: the dtype's ε, GD's own rounding), so the magnitude neither
+`floor`·‖w‖ (default ε/√n, GD's own rounding along one direction), so the magnitude neither
 underflows nor loses its direction before the onset, and growth starts from the seed
 GD has. Without it (`floor=0`) the flow entered EOS 390-530 steps after GD or never.
 
 **Defaults, measured** by benchmarks/bench_edge.py (MLP-433, η = 0.1, seeds 0-3, float32
 and float64, 1000 steps; benchmarks/README.md): the O(η²) term brought the centre closer
-to GD's midpoint on 7 of 8 runs (float32: 0.058, 0.014, 0.021, 0.018 of gradient flow's
-distance against 0.215, 0.029, 0.032, 0.021 without) and the onset closer to GD's on all
-8 (2-10 steps early against 6-13), so `modified_equation=True` is the default, at about
-twice the wall time (the term also makes the centre stiffer: ηλ + (ηλ)²/2 = 4 at the
-edge). "map" rate (ln(1 + r), GD's exact period-2 rate) entered EOS 2-10 steps before
-GD, "linear" 10-13 (measured on Heun with a PID controller, which matched Tsit5 at rtol
-1e-6/1e-8).
+to GD's midpoint on 7 of 8 runs (float32: 0.064, 0.009, 0.015, 0.016 of gradient flow's
+distance against 0.218, 0.027, 0.025, 0.019 without) and the onset closer to GD's on all
+8 (within 3 steps of GD against 1-5 early), so `modified_equation=True` is the default,
+at about twice the wall time (the term also makes the centre stiffer: ηλ + (ηλ)²/2 = 4
+at the edge). "map" rate (ln(1 + r), GD's exact period-2 rate) entered EOS 2 steps
+before to 3 after GD, "linear" 3-11 before (RKC2; a tight Tsit5 gave the default's
+steps). With the floor ε‖w‖ of earlier versions the default was 2-10 steps early.
 Cost (same MLP, float32): on flowode's RKC2 (steps of several GD steps, as the rod) the
 default takes 26× GD's wall time and the first-order flow 10×, half of what they took
 on Heun (48× and 22× in the same run) at the same distance to GD. The rod took 5×,
@@ -110,7 +110,8 @@ class EdgeFlow(AbstractFlow):
 
     - `k`: the number of directions (1 as in the paper; 1 ≤ k ≤ number of parameters).
     - `floor`: the smallest magnitude, relative to the iterate's norm; None (default) is
-      the dtype's machine ε, GD's own rounding; 0 is exact arithmetic.
+      ε/√n (the dtype's ε, n parameters), GD's rounding along one direction; 0 is exact
+      arithmetic.
     - `amplitude_rate`: "map" (ln(1 + r)) or "linear" (r).
     - `modified_equation`: the centre's O(η²) term (default; two HVPs more per
       evaluation). False: the first-order flow, 2 gradients and 1 HVP per evaluation.
@@ -259,7 +260,7 @@ class EdgeFlow(AbstractFlow):
     def describe(self):
         out = super().describe()
         out["k"] = str(self.k)
-        out["floor"] = "eps" if self.floor is None else str(self.floor)
+        out["floor"] = "eps/sqrt(n)" if self.floor is None else str(self.floor)
         out["amplitude_rate"] = self.amplitude_rate
         out["modified_equation"] = str(self.modified_equation)
         out["magnitude_sharpness"] = self.magnitude_sharpness

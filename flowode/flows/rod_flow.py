@@ -18,10 +18,10 @@ through Σ ≈ YYᵀ. One evaluation is one vmapped pair of gradients; no eigen-
 Stored as a vector, it falls under half an ulp of X long before the onset; then
 X ± Y rounds to X, g₊ − g₋ is exactly 0 and the rod never grows again, so the onset
 was set by the solver's atol, not by the model (and a tight solver never reached EOS).
-GD's own oscillation is seeded by its rounding, at about ε‖w‖ per step. flowode
-therefore carries Y = e^a u, a log-amplitude and a unit direction (`_rod_state`), so
-that neither underflow nor cancellation loses the direction, and gives a a smooth floor
-at `floor`·‖w‖ (default: the dtype's ε), the same seed GD has. With H̃u = (g₊ − g₋)/(2|Y|)
+GD's own oscillation is seeded by its rounding: about ε|wᵢ| per coordinate and step,
+ε‖w‖/√n along one direction. flowode therefore carries Y = e^a u, a log-amplitude and a
+unit direction (`_rod_state`), so that neither underflow nor cancellation loses the
+direction, and gives a a smooth floor at `floor`·‖w‖ (default ε/√n), the seed GD has. With H̃u = (g₊ − g₋)/(2|Y|)
 the secant Hessian along u and v = ηH̃u − 2u = Ẏ/|Y|,
 
     ȧ = ρ(uᵀv)  floored smoothly,       u̇ = v − (uᵀv)u = η[H̃u − (uᵀH̃u)u],
@@ -40,9 +40,10 @@ rate per step of GD's period-2 map along an eigenvector (multiplier |1 − ηλ|
 instead of the linear r. Both vanish at r = 0, so the threshold is unchanged and the
 EOS equilibrium is the same; only growth and decay near the onset differ, by O(r²),
 and integrated over the few hundred steps before the onset that is several steps.
-Measured by benchmarks/bench_onset.py (benchmarks/README.md), MLP-433, η = 0.1: with
-"map" the rod enters EOS 6-7 steps before GD in float64 and 9-13 in float32, with the
-default and a tight solver alike; with "linear" 15-16 and 12 steps before.
+Measured by benchmarks/bench_onset.py (benchmarks/README.md), MLP-433, η = 0.1, seeds
+0-3, floor ε/√n: with "map" the rod enters EOS 1-3 steps before GD in float64 and 2-5
+in float32, with the default and a tight solver alike; with "linear" 12 and 6-7 steps
+before (with the floor ε‖w‖ of earlier versions, "map" was 6-7 and 9-13 steps early).
 
 **Second order (`modified_equation=True`).** Both relations are first order in time.
 For the centre, X(t+1) − X(t) = F(X, Y) with F = −(η/2)(g₊ + g₋) is a map step, and
@@ -141,8 +142,8 @@ class RodFlow(AbstractFlow):
     The state is (X, a, u).
 
     - `floor`: the smallest |Y|, relative to the iterate's norm ‖X ± Y‖; None (default)
-      is the dtype's machine ε, GD's own rounding; 0 is exact arithmetic (Y may decay
-      for ever, and Y = 0 is invariant).
+      is ε/√n (the dtype's ε, n parameters), GD's own rounding along one direction; 0
+      is exact arithmetic (Y may decay for ever, and Y = 0 is invariant).
     - `amplitude_rate`: "map" (ln(1 + r), the exact period-2 map rate) or "linear" (r,
       the first-order rod). See the module docstring.
     - With another optimiser (heavy-ball, Nesterov, RMSProp, Adam) the rod is that of its
@@ -341,7 +342,7 @@ class RodFlow(AbstractFlow):
 
     def describe(self):
         out = super().describe()
-        out["floor"] = "eps" if self.floor is None else str(self.floor)
+        out["floor"] = "eps/sqrt(n)" if self.floor is None else str(self.floor)
         out["amplitude_rate"] = self.amplitude_rate
         out["modified_equation"] = str(self.modified_equation)
         return out
