@@ -21,8 +21,8 @@ was set by the solver's atol, not by the model (and a tight solver never reached
 GD's own oscillation is seeded by its rounding: about ε|wᵢ| per coordinate and step,
 ε‖w‖/√n along one direction. flowode therefore carries Y = e^a u, a log-amplitude and a
 unit direction (`_rod_state`), so that neither underflow nor cancellation loses the
-direction, and gives a a smooth floor at `floor`·‖w‖ (default ε/√n), the seed GD has. With H̃u = (g₊ − g₋)/(2|Y|)
-the secant Hessian along u and v = ηH̃u − 2u = Ẏ/|Y|,
+direction, and gives a a smooth floor at `floor`·‖w‖ (default ε/√n), the seed GD has.
+With H̃u = (g₊ − g₋)/(2|Y|) the secant Hessian along u and v = ηH̃u − 2u = Ẏ/|Y|,
 
     ȧ = ρ(uᵀv)  floored smoothly,       u̇ = v − (uᵀv)u = η[H̃u − (uᵀH̃u)u],
 
