@@ -60,12 +60,16 @@ def test_field_is_the_edge_ode(x64):
         floor=0, magnitude_sharpness="centre", modified_equation=False
     ).vector_field(_f, 0.0, y, fo.GD(lr_map), None)
     assert float(da_map[0]) == pytest.approx(np.log(1.1), rel=1e-12)
-    # The modified equation adds −(η²/8)(H₊ + H₋)(g₊ + g₋) to the centre only.
+    # The modified equation adds −(η²/8)(H₊ + H₋)(g₊ + g₋) + (η/4)(H₊ − H₋)Ẏ to the centre
+    # only, with Ẏ = e^a(ȧu + u̇) the flow's own half-length velocity.
     me = fo.EdgeFlow(floor=0, amplitude_rate="linear", magnitude_sharpness="centre")
     assert fo.EdgeFlow().name == "edge" and fo.EdgeFlow(modified_equation=False).name == "edge_fo"
     dX_me, da_me, dU_me = me.vector_field(_f, 0.0, y, fo.GD(lr), None)
     s = gp + gm
-    correction = -(lr**2 / 8) * (hvp(_f, X + Y, s) + hvp(_f, X - Y, s))
+    Ydot = 0.05 * (da[0] * u + dU[:, 0])
+    correction = -(lr**2 / 8) * (hvp(_f, X + Y, s) + hvp(_f, X - Y, s)) + (lr / 4) * (
+        hvp(_f, X + Y, Ydot) - hvp(_f, X - Y, Ydot)
+    )
     np.testing.assert_allclose(dX_me - dX, correction, rtol=1e-10)
     np.testing.assert_allclose(da_me, da, rtol=1e-14)
     np.testing.assert_allclose(dU_me, dU, rtol=1e-14)
@@ -110,10 +114,10 @@ def test_magnitude_grows_exactly_above_threshold_at_the_linearised_rate(x64, rat
         assert float(ds.alignment.sel(flow="edge")[-1]) == pytest.approx(1.0, abs=1e-10)
         es = ds.edge_sharpness.sel(flow="edge").values[-1]
         assert es == pytest.approx((2.0 + offset) / lr, rel=1e-10)
-        # Oracle counts: 2 gradients and 1 HVP per evaluation, 2 HVPs more for the
-        # modified equation's term.
+        # Oracle counts: 2 gradients and 1 HVP per evaluation, 4 HVPs more for the
+        # modified equation's term (the pair's linearisation applied to s and to Ẏ).
         n_grad, n_hvp = int(ds.n_grad.sel(flow="edge")), int(ds.n_hvp.sel(flow="edge"))
-        assert 3 * n_grad == 2 * n_hvp > 0 and int(ds.n_third.sel(flow="edge")) == 0
+        assert 5 * n_grad == 2 * n_hvp > 0 and int(ds.n_third.sel(flow="edge")) == 0
 
 
 def test_magnitude_settles_on_its_floor_below_threshold(x64):

@@ -167,10 +167,15 @@ def test_rod_modified_equation_field(x64):
     rod, rod_me = fo.RodFlow(floor=0), fo.RodFlow(floor=0, modified_equation=True)
     assert (rod.name, rod_me.name) == ("rod", "rod_me")
     s = jax.grad(_f)(X + Y) + jax.grad(_f)(X - Y)
-    correction = -(lr**2 / 8) * (hvp(_f, X + Y, s) + hvp(_f, X - Y, s))
     dX, da, du = rod.vector_field(_f, 0.0, _state(X, Y), fo.GD(lr), None)
     dX_me, da_me, du_me = rod_me.vector_field(_f, 0.0, _state(X, Y), fo.GD(lr), None)
+    # −½(∂_X F·F + ∂_Y F·Ẏ) with F = −(η/2)s and Ẏ = |Y|(ȧu + u̇), the rod's own velocity.
+    Ydot = jnp.linalg.norm(Y) * (da * Y / jnp.linalg.norm(Y) + du)
+    correction = -(lr**2 / 8) * (hvp(_f, X + Y, s) + hvp(_f, X - Y, s)) + (lr / 4) * (
+        hvp(_f, X + Y, Ydot) - hvp(_f, X - Y, Ydot)
+    )
     np.testing.assert_allclose(dX_me - dX, correction, rtol=1e-10)
+    assert float(jnp.linalg.norm(hvp(_f, X + Y, Ydot) - hvp(_f, X - Y, Ydot))) > 1e-3
     np.testing.assert_allclose(da_me, da, rtol=1e-12)
     np.testing.assert_allclose(du_me, du, rtol=1e-12)
     # Y → 0: GD's own modified equation, −η∇L − (η²/2)H∇L.

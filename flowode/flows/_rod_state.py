@@ -64,6 +64,21 @@ def pair_grads(
     return jax.vmap(jax.grad(f), in_axes=(0, None))(ends, data)
 
 
+def corrected_centre_velocity(
+    lr: Scalar, G: Float[Array, "2 n"], pair_jvp, Ydot: Float[Array, " n"]
+) -> Float[Array, " n"]:
+    """Ẋ = F − ½(∂_X F·F + ∂_Y F·Ẏ): the centre's map step F = −(η/2)(g₊ + g₋) with its
+    O(η²) backward-error term (derived in `rod_flow.py`).
+
+    With s = g₊ + g₋: −(η/2)s − (η²/8)(H₊ + H₋)s + (η/4)(H₊ − H₋)Ẏ. `G` = (g₊, g₋) and
+    `pair_jvp` its linearisation in X (v ↦ (H₊v, H₋v)), applied to s and Ẏ at once: four
+    HVPs.
+    """
+    s = G[0] + G[1]  # (n,)
+    J = jax.vmap(pair_jvp)(jnp.stack([s, Ydot]))  # (2 tangents, 2 ends, n)
+    return -0.5 * lr * s - (lr**2 / 8) * (J[0, 0] + J[0, 1]) + (lr / 4) * (J[1, 0] - J[1, 1])
+
+
 def growth_rate(r: Scalar, kind: AmplitudeRate) -> Scalar:
     """d(log-amplitude)/dt from the linear rate r = uᵀ(ηH̃ − 2)u of the rod's Y.
 

@@ -10,7 +10,7 @@ two gradients and one Hessian-vector product per step. The derivation reuses rod
 (DESIGN §2.4, `rod_flow.py`): GD's iterates are w_k = X + (−1)^k Y, and restricting the
 half-length to Y = e^a u along a unit eigen-direction u gives, with g± = ∇L(X ± Y),
 
-    dX/dt = −(η/2)(g₊ + g₋) − (η²/8)(H₊ + H₋)(g₊ + g₋)     (i)
+    dX/dt = −(η/2)(g₊ + g₋) − (η²/8)(H₊ + H₋)(g₊ + g₋) + (η/4)(H₊ − H₋)Ẏ     (i)
     du/dt = ηH(X)u − (uᵀηH(X)u)u                           (ii)
     da/dt = ρ(ηq − 2),  floored smoothly                   (iii)
 
@@ -18,8 +18,10 @@ half-length to Y = e^a u along a unit eigen-direction u gives, with g± = ∇L(X
 error term (the "modified" gradient flow; derived in `rod_flow.py`); (ii) is Rayleigh-
 quotient ascent, a continuous power iteration with the exact HVP at the centre, so it
 finds the top eigenvector at any |Y|; (iii) grows exactly when ηq > 2, with q the
-sharpness along the oscillation. One evaluation costs the vmapped pair of gradients and
-one HVP (two HVPs more for the O(η²) term). Prediction of GD's iterate: X + (−1)^k Y,
+sharpness along the oscillation. In (i) Ẏ = d(e^a u)/dt from (ii) and (iii): the term in
+Ẏ matters where the magnitude changes fast, at the onset and through a catapult. One
+evaluation costs the vmapped pair of gradients and one HVP (four HVPs more for the O(η²)
+term). Prediction of GD's iterate: X + (−1)^k Y,
 the phase included.
 
 **Which sharpness drives the magnitude** (`magnitude_sharpness`). "centre", q = uᵀH(X)u,
@@ -31,7 +33,7 @@ sees along Y: q = uᵀ(g₊ − g₋)/(2|Y|), from the pair already taken. It eq
 O(|Y|²) and adds the O(|Y|²)∇⁴L softening, which damps the cycle: the flow settles on
 GD's orbit (distance 1e-6). It is blended into uᵀH(X)u where |Y| is under √ε‖X‖ (the
 probe distance of `_rod_state`), where the difference of gradients is rounding noise.
-The threshold ηq = 2 at the onset is the same. On the MLP both agree to 0.003 in the
+The threshold ηq = 2 at the onset is the same. On the MLP both agree to 0.009 in the
 centre ratio. For k > 1 each magnitude takes its direction's projection of the pair's
 odd remainder (g₊ − g₋)/2 − H(X)Y per unit magnitude.
 
@@ -42,13 +44,15 @@ GD has. Without it (`floor=0`) the flow entered EOS 390-530 steps after GD or ne
 
 **Defaults, measured** by benchmarks/bench_edge.py (MLP-433, η = 0.1, seeds 0-3, float32
 and float64, 1000 steps; benchmarks/README.md): the O(η²) term brought the centre closer
-to GD's midpoint on 7 of 8 runs (float32: 0.064, 0.009, 0.015, 0.016 of gradient flow's
-distance against 0.218, 0.027, 0.025, 0.019 without) and the onset closer to GD's on all
-8 (within 3 steps of GD against 1-5 early), so `modified_equation=True` is the default,
-at about twice the wall time (the term also makes the centre stiffer: ηλ + (ηλ)²/2 = 4
-at the edge). "map" rate (ln(1 + r), GD's exact period-2 rate) entered EOS 2 steps
-before to 3 after GD, "linear" 3-11 before (RKC2; a tight Tsit5 gave the default's
-steps). With the floor ε‖w‖ of earlier versions the default was 2-10 steps early.
+to GD's midpoint on all 8 runs (float32: 0.054, 0.008, 0.012, 0.014 of gradient flow's
+distance against 0.218, 0.027, 0.025, 0.019 without; float64: 0.196, 0.219, 0.134, 0.022
+against 0.213, 0.238, 0.138, 0.060) and the onset closer to GD's on all 8 (within 3
+steps of GD against 1-5 early), so `modified_equation=True` is the default, at about
+twice the wall time (the term also makes the centre stiffer: ηλ + (ηλ)²/2 = 4 at the
+edge). Its part in Ẏ alone brought the centre closer on all 8 runs too. "map" rate
+(ln(1 + r), GD's exact period-2 rate) entered EOS 2 steps before to 3 after GD, "linear"
+3-11 before (RKC2; a tight Tsit5 gave the default's steps). With the floor ε‖w‖ of
+earlier versions the default was 2-10 steps early.
 Cost (same MLP, float32): on flowode's RKC2 (steps of several GD steps, as the rod) the
 default takes 26× GD's wall time and the first-order flow 10×, half of what they took
 on Heun (48× and 22× in the same run) at the same distance to GD. The rod took 5×,
@@ -80,6 +84,7 @@ from ._base import AbstractFlow
 from ._rod_state import (
     AmplitudeRate,
     check_options,
+    corrected_centre_velocity,
     floored_rate,
     from_vector,
     growth_rate,
@@ -113,7 +118,7 @@ class EdgeFlow(AbstractFlow):
       ε/√n (the dtype's ε, n parameters), GD's rounding along one direction; 0 is exact
       arithmetic.
     - `amplitude_rate`: "map" (ln(1 + r)) or "linear" (r).
-    - `modified_equation`: the centre's O(η²) term (default; two HVPs more per
+    - `modified_equation`: the centre's O(η²) term (default; four HVPs more per
       evaluation). False: the first-order flow, 2 gradients and 1 HVP per evaluation.
     - `magnitude_sharpness`: "secant" (default) or "centre" (see the module docstring).
 
@@ -160,10 +165,10 @@ class EdgeFlow(AbstractFlow):
         return 2
 
     def counts(self, y1, n_evals, n_jvps):
-        # Per evaluation: the pair of gradients, k HVPs (two more with the correction).
-        # Per JVP of the field: the pair's two HVPs and k third-derivative contractions
-        # (with the correction, two HVPs and two thirds more).
-        me = 2 if self.modified_equation else 0
+        # Per evaluation: the pair of gradients, k HVPs (four more with the correction: the
+        # pair's linearisation applied to s and to Ẏ). Per JVP of the field: the pair's two
+        # HVPs and k third-derivative contractions (with the correction, four of each more).
+        me = 4 if self.modified_equation else 0
         return OracleCounts(
             n_grad=2 * n_evals,
             n_hvp=(self.k + me) * n_evals + (2 + me) * n_jvps,
@@ -199,11 +204,8 @@ class EdgeFlow(AbstractFlow):
         Y = Q @ jnp.exp(a)  # (n,)
         if self.modified_equation:
             G, pair_jvp = jax.linearize(lambda x: pair_grads(f, x, Y, data), X)  # (2, n)
-            s = G[0] + G[1]
-            dX = -0.5 * lr * s - (lr**2 / 8) * jnp.sum(pair_jvp(s), axis=0)
         else:
             G = pair_grads(f, X, Y, data)  # (2, n)
-            dX = -0.5 * lr * (G[0] + G[1])
         HQ = lr * _hvps(f, X, Q, data)  # ηH(X)Q: (n, k)
         M = Q.T @ HQ  # Rayleigh–Ritz matrix QᵀηHQ: (k, k)
         dU = HQ - Q @ jnp.triu(M) + (Q - U)
@@ -219,6 +221,12 @@ class EdgeFlow(AbstractFlow):
             d = probe_distance(jnp.zeros((), X.dtype), X)
             r = r + lr * (Q.T @ c) * m / (m**2 + d**2)
         da = floored_rate(growth_rate(r, self.amplitude_rate), a, self._log_floor(X, amplitude))
+        if self.modified_equation:  # Ẏ = Q̇e^a + Q(e^a ⊙ ȧ), Q̇ the tangent part of dU
+            m = jnp.exp(a)
+            Ydot = (HQ - Q @ jnp.triu(M)) @ m + Q @ (m * da)
+            dX = corrected_centre_velocity(lr, G, pair_jvp, Ydot)
+        else:
+            dX = -0.5 * lr * (G[0] + G[1])
         return (dX, da, dU)
 
     def error_scale(self, y):

@@ -48,23 +48,29 @@ before (with the floor ε‖w‖ of earlier versions, "map" was 6-7 and 9-13 ste
 **Second order (`modified_equation=True`).** Both relations are first order in time.
 For the centre, X(t+1) − X(t) = F(X, Y) with F = −(η/2)(g₊ + g₋) is a map step, and
 backward error analysis (Ẋ = F + c, match X(t+1) = X + Ẋ + ½Ẍ + O(F³) with Ẍ = dF/dt)
-gives Ẋ = F − ½ dF/dt. With dF/dt = ∂_X F·Ẋ + ∂_Y F·Ẏ and ∂_X F = −(η/2)(H₊ + H₋),
+gives Ẋ = F − ½ dF/dt. With dF/dt = ∂_X F·Ẋ + ∂_Y F·Ẏ, ∂_X F = −(η/2)(H₊ + H₋) and
+∂_Y F = −(η/2)(H₊ − H₋), to O(η²):
 
-    Ẋ = F − ½∂_X F·F = −(η/2)(g₊ + g₋) − (η²/8)(H₊ + H₋)(g₊ + g₋).
+    Ẋ = −(η/2)(g₊ + g₋) − (η²/8)(H₊ + H₋)(g₊ + g₋) + (η/4)(H₊ − H₋)Ẏ,
 
-Dropped: ½∂_Y F·Ẏ = −(η/4)(H₊ − H₋)Ẏ, which is O(|Y|·∇³L·|Ẏ|): Y's slow derivative (Ẏ
-is the envelope's drift, ~r|Y| with r near 0 where |Y| is large, and |Y| is at the
-floor before the onset), so it is O(|Y|²) where the correction matters; and O(η³)
-terms. With Y = 0 this is GD's own modified equation −η∇L − (η²/2)H∇L. The pair
-(H₊ s, H₋ s) with s = g₊ + g₋ comes from linearising the pair of gradients (`jax.
-linearize`): two gradients and two HVPs per evaluation. Y's equation is left first
-order (its map Y(t+1) + Y(t) = G is not of the form a step of a flow; the exact-map
-rate above is its correction where it matters, near the onset).
+with Ẏ = |Y|(ȧu + u̇) the rod's own half-length velocity. With Y = 0 this is GD's own
+modified equation −η∇L − (η²/2)H∇L. The last term vanishes where |Y| is steady (at EOS)
+or on its floor, but not at the onset or through a catapult, where |Y| changes by e per
+step: dropping it (as a first version did) left the correction worse than the plain rod
+after the onset on half the runs. Dropped: O(η³) terms, and a second-order correction of
+Y's equation (its map Y(t+1) + Y(t) = G is not of the form a step of a flow; the
+exact-map rate above is its correction where it matters, near the onset). The pair's
+linearisation (`jax.linearize`), applied to g₊ + g₋ and to Ẏ, gives the four HVPs: two
+gradients and four HVPs per evaluation (`_rod_state.corrected_centre_velocity`, shared
+with edge flow).
 
-Measured (float64, 4 seeds × η ∈ {0.1, 0.15}): before the onset the correction brings
-the rod 2.0-3.6× closer to GD's iterates; after it, its centre is 0.46-1.03× the plain
-rod's distance to GD's midpoint, worse by up to 3% on half the runs. It is therefore
-an option, not the default.
+Measured (benchmarks/bench_onset.py, float64, 4 seeds × η ∈ {0.1, 0.15}): before the
+onset the correction brings the rod 2.1-3.3× closer to GD's iterates (steps 20-150);
+after it, its centre is 0.35-1.04× the plain rod's distance to GD's midpoint, 4% worse
+on one run of 8. So it is an option, not the default (the issue's rule: no worse
+anywhere), and it costs 1.4-1.6× the gradients plus 8 HVPs per GD step. In float32
+(η = 0.1) it was closer on all 4 seeds, 0.050 against 0.218 of gradient flow's
+distance on seed 0.
 
 **Other optimisers.** For an update map z ↦ Φ_t(z) on z = (w, s), s the optimiser's
 state, the same split z_k = Z + (−1)^k V gives, to first order,
@@ -105,6 +111,7 @@ from ._base import AbstractFlow, relative_scale
 from ._rod_state import (
     AmplitudeRate,
     check_options,
+    corrected_centre_velocity,
     floored_rate,
     from_vector,
     growth_rate,
@@ -148,8 +155,9 @@ class RodFlow(AbstractFlow):
       the first-order rod). See the module docstring.
     - With another optimiser (heavy-ball, Nesterov, RMSProp, Adam) the rod is that of its
       whole update map; see the module docstring for what it models and how well.
-    - `modified_equation`: add the O(η²) backward-error term −(η²/8)(H₊ + H₋)(g₊ + g₋)
-      to the centre (two HVPs more per evaluation). Named "rod_me" in a Dataset.
+    - `modified_equation`: add the O(η²) backward-error term −(η²/8)(H₊ + H₋)(g₊ + g₋) +
+      (η/4)(H₊ − H₋)Ẏ to the centre (four HVPs more per evaluation). Named "rod_me" in a
+      Dataset.
     - `solver`, `stepsize_controller`: flowode's RKC2, whose power iteration for the
       Jacobian's spectral radius takes difference quotients of the field (one pair of
       gradients each, not a linearisation), under a PID controller. The controller's
@@ -188,16 +196,17 @@ class RodFlow(AbstractFlow):
 
     @property
     def hvps_per_jvp(self) -> int:
-        # A JVP of the field: the HVP pair, plus with the correction ∂(H±s) = ∇³L±[s, ·] +
-        # H±H±· (two HVPs and two third-derivative contractions more).
-        return 4 if self.modified_equation else 2
+        # A JVP of the field: the HVP pair, plus with the correction ∂(H±s) and ∂(H±Ẏ),
+        # each ∇³L±[·, ·] + H±(∂·) (four HVPs and four third-derivative contractions more).
+        return 6 if self.modified_equation else 2
 
     def counts(self, y1, n_evals, n_jvps):
         counts = super().counts(y1, n_evals, n_jvps)
         if not self.modified_equation:
             return counts
-        # Each evaluation linearises the pair: two HVPs; each JVP two thirds more.
-        return OracleCounts(counts.n_grad, counts.n_hvp + 2 * n_evals, 2 * n_jvps)
+        # Each evaluation applies the pair's linearisation to s and Ẏ: four HVPs; each JVP
+        # four thirds more.
+        return OracleCounts(counts.n_grad, counts.n_hvp + 4 * n_evals, 4 * n_jvps)
 
     def _log_floor(self, X, amplitude):
         return option_floor(self.floor, X, amplitude)
@@ -254,16 +263,18 @@ class RodFlow(AbstractFlow):
         delta = probe_distance(amplitude, X)
         if self.modified_equation:
             G, pair_jvp = jax.linearize(lambda x: _pair_grads(f, x, delta * u_hat, data), X)
-            s = G[0] + G[1]
-            dX = -0.5 * lr * s - (lr**2 / 8) * jnp.sum(pair_jvp(s), axis=0)
         else:
-            G = _pair_grads(f, X, delta * u_hat, data)
-            dX = -0.5 * lr * (G[0] + G[1])
+            G = _pair_grads(f, X, delta * u_hat, data)  # (2, n)
         Hu = (G[0] - G[1]) / (2 * delta)  # secant H̃u, or H(X)u where |Y| < √ε‖X‖
         v = lr * Hu - 2 * u_hat  # Ẏ/|Y|
         r = jnp.vdot(u_hat, v)
         da = floored_rate(growth_rate(r, self.amplitude_rate), a, self._log_floor(X, amplitude))
         du = v - r * u_hat + (1 - u_norm) * u_hat
+        if self.modified_equation:  # Ẏ = |Y|(ȧu + u̇), the rod's own half-length velocity
+            Ydot = amplitude * (da * u_hat + v - r * u_hat)
+            dX = corrected_centre_velocity(lr, G, pair_jvp, Ydot)
+        else:
+            dX = -0.5 * lr * (G[0] + G[1])
         return (dX, da, du)
 
     def _optimiser_field(self, f, t, y, opt, data):
