@@ -2,8 +2,9 @@
 eigenvalues k, with fitted log-log slopes.
 
 n: MLP regressions (8-w-w-1, 128 points) of 1e3 to 1e5 parameters, η = 2/S(w0) so that
-   GD starts at the edge of stability. Every process, wall time per GD step and its
-   ratio to GD measured in the same run.
+   GD starts at the edge of stability. Every process's own dynamics (`process.run`,
+   compiled), wall time per GD step and its ratio to GD, fastest of 3 interleaved
+   rounds; oracle counts from one `simulate` run.
 k: central flow on k copies of the softening quartic (each its own unstable direction)
    next to a 1000-dimensional quadratic bulk, so that k eigenvalues sit at 2/η (float64).
 
@@ -12,13 +13,12 @@ Run: python benchmarks/bench_scaling.py [n|k]  (writes benchmarks/scaling.json)
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import table
+from _common import interleaved_times, table
 
 import flowode as fo
 
@@ -50,32 +50,35 @@ def scale_n():
     rows, results = [], []
     for width in WIDTHS:
         problem = fo.problems.mlp_regression(width=width)
-        w0 = problem.flat_w0
+        f, w0, data = problem.flat_loss, problem.flat_w0, problem.data
         U0 = jax.random.normal(jax.random.key(0), (w0.shape[0], 2), w0.dtype)
-        top = fo.top_eigs(problem.flat_loss, w0, U0, problem.data, maxiter=300)[0]
+        top = fo.top_eigs(f, w0, U0, data, maxiter=300)[0]
         lr = 2.0 / float(top[0])
-        start = time.perf_counter()
+        # Oracle counts from one simulate run; wall times of each process's own dynamics
+        # (`process.run`, compiled), fastest of interleaved rounds: simulate runs every
+        # process in one program, so its wall_time is the whole run's.
         ds = fo.simulate(problem, lr=lr, steps=STEPS, flows=FLOWS, eig_every=STEPS)
-        total = time.perf_counter() - start
-        # What is neither compilation nor the runs: observation (loss, eigenvalues,
-        # predictions at every step) and host overhead.
-        ran = ds.drop_sel(flow="midpoint")  # whose costs repeat GD's
-        rest = total - float(ran.compile_time.sum()) - float(ran.wall_time.sum())
-        print(f"n = {problem.n_params}: observation and overhead {rest:.1f} s", flush=True)
-        gd = float(ds.wall_time.sel(flow="gd"))
+        processes = {name: fo.FLOWS[name]() for name in FLOWS}
+        runs = {
+            name: jax.jit(lambda w, lr, d, p=p, f=f: p.run(f, w, lr, d, STEPS))
+            for name, p in processes.items()
+        }
+        lr_arr = jnp.asarray(lr, w0.dtype)
+        for run in runs.values():
+            jax.block_until_ready(run(w0, lr_arr, data))
+        times = interleaved_times(runs, w0, lr_arr, data, rounds=3)
+        best = {name: min(t) for name, t in times.items()}
         for flow in FLOWS:
             r = ds.sel(flow=flow)
             entry = {
                 "n_params": problem.n_params,
                 "flow": flow,
                 "lr": lr,
-                "per_step_ms": 1e3 * float(r.wall_time) / STEPS,
-                "ratio_to_gd": float(r.wall_time) / gd,
+                "per_step_ms": 1e3 * best[flow] / STEPS,
+                "ratio_to_gd": best[flow] / best["gd"],
                 "grads_per_step": int(r.n_grad) / STEPS,
                 "hvps_per_step": int(r.n_hvp) / STEPS,
                 "thirds_per_step": int(r.n_third) / STEPS,
-                "compile_s": float(r.compile_time),
-                "observe_and_overhead_s_all_flows": rest,
             }
             results.append(entry)
             rows.append(
