@@ -526,8 +526,8 @@ def _report(processes, ds: xr.Dataset, *, throw: bool = False):
                 problems.append(
                     f"{label}: its estimated global error exceeds tol = {process.tol:g} from "
                     f"step {int(ds.step[over[0]])} (largest {np.nanmax(error):.2g}, see "
-                    "global_error). Tighten the flow's rtol and atol: for RKC2 the error "
-                    "scales about like rtol^(2/3)."
+                    f"global_error). Tighten the flow's rtol and atol: its error scales "
+                    f"about like rtol^{process.exponent:.2g}."
                 )
         if isinstance(process, CentralFlow):
             residual = ds.sdcp_residual.sel(flow=label).values

@@ -26,6 +26,10 @@ class OracleCounts(NamedTuple):
     n_hvp: Int[Array, ""] | int = 0
     n_third: Int[Array, ""] | int = 0
 
+    def plus(self, other: "OracleCounts") -> "OracleCounts":
+        """Both counts added (NamedTuple's `+` would concatenate them)."""
+        return OracleCounts(*(a + b for a, b in zip(self, other, strict=True)))
+
 
 def hvp(f: FlatLoss, w: Float[Array, " n"], v: Float[Array, " n"], data: PyTree = None):
     """H(w) v by forward-over-reverse differentiation (one HVP)."""

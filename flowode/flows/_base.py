@@ -105,7 +105,7 @@ class AbstractProcess(eqx.Module):
         def step(c, k):
             carry, counts, result = c
             carry, new, res = self.advance(f, carry, opt, data, k)
-            counts = OracleCounts(*(a + b for a, b in zip(counts, new, strict=True)))
+            counts = counts.plus(new)
             result = RESULTS.where(result == RESULTS.successful, res, result)
             return (carry, counts, result), self.center(self.state(carry))
 
@@ -132,6 +132,17 @@ class AbstractProcess(eqx.Module):
     def optimiser_state(self, state: State) -> PyTree[Array]:
         """The optimiser's state (momentum, ν) at this state; () where it has none."""
         return ()
+
+
+def plain_number(value):
+    """A NumPy scalar option as the Python number it holds (anything else unchanged).
+
+    Equinox traces NumPy scalars as arrays, and a traced floor cannot say whether it is 0
+    (no floor) when the program is built; a Python number stays static.
+    """
+    if isinstance(value, np.generic) and np.ndim(value) == 0 and not isinstance(value, np.bool_):
+        return value.item()
+    return value
 
 
 def relative_scale(y: PyTree[Array]) -> tuple[PyTree[Scalar], PyTree[bool]]:
@@ -298,8 +309,7 @@ class AbstractFlow(AbstractProcess):
         solve = eqx.tree_at(lambda s: s.y, solve, y0)
         bound = jnp.asarray(self.blowup * (1.0 + self.size(y0)), dtype)
         counts = self.counts(y0, stats.n_evals, stats.n_jvps)
-        init = self.init_counts(y0)
-        counts = OracleCounts(*(a + b for a, b in zip(counts, init, strict=True)))
+        counts = counts.plus(self.init_counts(y0))
         return FlowCarry(y0, solve, bound, jnp.asarray(0, jnp.int32)), counts
 
     def advance(self, f, carry, opt, data, k, first=None):

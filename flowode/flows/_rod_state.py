@@ -16,7 +16,6 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, PyTree, Scalar
 
 AmplitudeRate = Literal["map", "linear"]
@@ -141,17 +140,6 @@ def from_vector(
     u = jnp.where(safe, Y / jnp.where(safe, norm, 1), fallback / jnp.linalg.norm(fallback))
     a = jnp.where(safe, jnp.log(jnp.where(safe, norm, 1)), log_min)
     return a, u
-
-
-def plain_number(value):
-    """A NumPy scalar option as the Python number it holds (anything else unchanged).
-
-    Equinox traces NumPy scalars as arrays, and a traced floor cannot say whether it is 0
-    (no floor) when the program is built; a Python number stays static.
-    """
-    if isinstance(value, np.generic) and np.ndim(value) == 0 and not isinstance(value, np.bool_):
-        return value.item()
-    return value
 
 
 def check_options(owner: str, floor, amplitude_rate, modified_equation):

@@ -80,7 +80,7 @@ from jaxtyping import Array, Float
 
 from .._rkc import RKC2
 from .._spectral import OracleCounts
-from ._base import AbstractFlow
+from ._base import AbstractFlow, plain_number
 from ._rod_state import (
     AmplitudeRate,
     check_options,
@@ -91,7 +91,6 @@ from ._rod_state import (
     option_floor,
     orthonormal,
     pair_grads,
-    plain_number,
     probe_distance,
     tolerance_scales,
 )

@@ -33,13 +33,7 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from .._codes import RESULTS
-from .._spectral import OracleCounts
-from ._base import AbstractFlow, AbstractProcess
-from ._rod_state import plain_number
-
-
-def _sum_counts(a: OracleCounts, b: OracleCounts) -> OracleCounts:
-    return OracleCounts(*(x + y for x, y in zip(a, b, strict=True)))
+from ._base import AbstractFlow, AbstractProcess, plain_number
 
 
 class GlobalErrorEstimate(AbstractProcess):
@@ -103,13 +97,13 @@ class GlobalErrorEstimate(AbstractProcess):
                 f"GlobalErrorEstimate(factor={self.factor:g}): its twin runs at rtol and atol "
                 f"÷ {self.factor:g}, and {e} Or use a smaller factor."
             ) from None
-        return (carry, twin), _sum_counts(counts, twin_counts)
+        return (carry, twin), counts.plus(twin_counts)
 
     def advance(self, f, carry, opt, data, k):
         own, counts, result = self.flow.advance(f, carry[0], opt, data, k)
         twin, twin_counts, twin_result = self.twin.advance(f, carry[1], opt, data, k)
         result = RESULTS.where(result == RESULTS.successful, twin_result, result)
-        return (own, twin), _sum_counts(counts, twin_counts), result
+        return (own, twin), counts.plus(twin_counts), result
 
     def state(self, carry):
         return (self.flow.state(carry[0]), self.flow.state(carry[1]))

@@ -107,7 +107,7 @@ import jax.numpy as jnp
 from .._rkc import RKC2
 from .._spectral import OracleCounts
 from ..optimisers import GD, Adam
-from ._base import AbstractFlow, relative_scale
+from ._base import AbstractFlow, plain_number, relative_scale
 from ._rod_state import (
     AmplitudeRate,
     check_options,
@@ -117,7 +117,6 @@ from ._rod_state import (
     growth_rate,
     option_floor,
     pair_grads as _pair_grads,
-    plain_number,
     probe_distance,
     tolerance_scales,
     unit,
