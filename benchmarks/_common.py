@@ -4,6 +4,7 @@ and a table."""
 import dataclasses
 import statistics
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -67,3 +68,10 @@ def interleaved_times(runs, *args, rounds=7):
             jax.block_until_ready(run(*args))
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def results_path(name: str) -> Path:
+    """benchmarks/<name>.json on a CPU, <name>_gpu.json (or the backend's name) elsewhere,
+    so that a run on an accelerator keeps the CPU figures beside its own."""
+    backend = jax.default_backend()
+    return Path(__file__).with_name(name + ("" if backend == "cpu" else f"_{backend}") + ".json")

@@ -12,15 +12,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-from _common import table
+from _common import results_path, table
 
 import flowode as fo
 
-HERE = Path(__file__).parent
 FLOWS = ("gd", "gradient", "rod", "central")
 LR, STEPS = 0.1, 1000
 
@@ -87,6 +85,7 @@ def main():
     def row(name, seconds, target=""):
         out[name] = seconds
         rows.append((name, f"{seconds:.3f}", f"{seconds / gd:.1f}", target))
+        print(*rows[-1], sep="  ", flush=True)
 
     row("simulate(gd), warm, eig_every=1", warm_seconds(p, flows=("gd",)), "<= 8x")
     row("simulate(gd), warm, eig_every=20", warm_seconds(p, flows=("gd",), eig_every=20), "<= 2x")
@@ -112,7 +111,7 @@ def main():
         ),
     )
     out["machine"] = f"{platform.machine()}, jax {jax.__version__} on {jax.default_backend()}"
-    (HERE / "run.json").write_text(json.dumps(out, indent=1))
+    results_path("run").write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -13,12 +13,11 @@ Run: python benchmarks/bench_scaling.py [n|k]  (writes benchmarks/scaling.json)
 
 import json
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import interleaved_times, table
+from _common import interleaved_times, results_path, table
 
 import flowode as fo
 
@@ -147,7 +146,7 @@ def _scale_k():
 
 
 def main(which=("n", "k")):
-    path = Path(__file__).with_name("scaling.json")
+    path = results_path("scaling")
     out = json.loads(path.read_text()) if path.exists() else {}
     for part, run in (("n", scale_n), ("k", scale_k)):
         if part in which:

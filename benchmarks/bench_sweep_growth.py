@@ -11,16 +11,14 @@ float32; members = 4 seeds × lrs evenly spaced in [0.02, 0.2] (1 member: seed 0
 import json
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import table
+from _common import results_path, table
 
 import flowode as fo
 
-HERE = Path(__file__).parent
 STEPS, FLOWS, EVERY = 1000, ("gd", "gradient", "rod"), 10
 VMAP_UP_TO = 16  # vmapped 64 members took 281 s (7.2× mapped), see benchmarks/README.md
 
@@ -57,6 +55,8 @@ def main(sizes=(1, 4, 16, 64, 256)):
         lrs = [0.1] if m == 1 else list(np.linspace(0.02, 0.2, m // 4))
         entry = {}
         modes = (("map", None), ("vmap", True)) if m <= VMAP_UP_TO else (("map", None),)
+        if jax.default_backend() != "cpu":  # members are vmapped there by default
+            modes = (("vmap", None),)
         for mode, vmap in modes:
             kw = dict(seeds=seeds, lr=lrs, steps=STEPS, flows=FLOWS, eig_every=EVERY, vmap=vmap)
             entry[mode] = warm(lambda kw=kw: fo.sweep(make, **kw))
@@ -64,18 +64,18 @@ def main(sizes=(1, 4, 16, 64, 256)):
         problems = [make(s) for s in seeds for _ in lrs]
         entry["plain_gd"] = plain_gd(problems, [lr for _ in seeds for lr in lrs])
         out["sizes"][m] = entry
-        v = entry.get("vmap", float("nan"))
+        results_path("sweep_growth").write_text(json.dumps(out, indent=1))  # after each size
+        v, mapped = entry.get("vmap", float("nan")), entry.get("map", float("nan"))
         rows.append(
             (
                 m,
-                f"{entry['map']:.2f}",
-                f"{entry['map'] / one:.1f}",
+                f"{mapped:.2f}",
+                f"{mapped / one:.1f}",
                 f"{v:.2f}",
                 f"{v / one:.1f}",
                 f"{entry['plain_gd'] / gd_one:.1f}",
             )
         )
-    (HERE / "sweep_growth.json").write_text(json.dumps(out, indent=1))
     print(f"one member's warm simulate: {one:.2f} s; plain GD: {gd_one:.3f} s")
     print(
         table(

@@ -108,6 +108,7 @@ def test_sweep_streams_to_member_files_and_resumes_bit_identically(tmp_path):
 _SHARDED = """
 import os
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+os.environ["JAX_PLATFORMS"] = "cpu"  # 8 host devices, on a machine with a GPU too
 import jax, numpy as np
 jax.config.update("jax_enable_x64", True)  # (this subprocess's own setting)
 import flowode as fo
