@@ -12,6 +12,14 @@ def x64():
         yield
 
 
+@pytest.fixture(autouse=True)
+def full_matmul_precision():
+    """References computed outside `simulate` (a process's `run`, dense Hessians) in full
+    float32 on GPUs too, as `simulate` computes its own: JAX's default there is TF32."""
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
 # Property tests draw the same examples on every run, so CI is deterministic; run with
 # HYPOTHESIS_PROFILE=explore to search new ones.
 settings.register_profile("default", derandomize=True, print_blob=True)

@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
-from test_sdcp import cvx_reference
 
 import flowode as fo
 from flowode import _runner
@@ -98,6 +97,8 @@ def test_vector_field_matches_dense_k1_closed_form(x64):
 
 
 def test_two_critical_directions_match_cvxpy(x64):
+    from test_sdcp import cvx_reference  # (cvxpy, a test dependency, imported only here)
+
     w = jnp.array([0.01, -0.02, 0.03, 0.0, 0.01, 0.02])
     kappa = 4.0
     alpha, G, g, evals = _dense_central(_coupled, w, LR, kappa, 4)

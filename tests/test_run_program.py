@@ -109,12 +109,15 @@ def test_programs_are_traced_at_the_requested_matmul_precision(monkeypatch):
 
         monkeypatch.setattr(_runner, name, spy)
     p = fo.problems.softening_quartic()
-    fo.simulate(p, lr=1.0, steps=5, chunk=2)
+    with jax.default_matmul_precision("default"):  # the caller's own setting: TF32 on GPUs
+        fo.simulate(p, lr=1.0, steps=5, chunk=2)
+        assert jax.config.jax_default_matmul_precision == "default"
     assert seen == [("start_run", "highest")] + [("run_chunk", "highest")] * 3
     seen.clear()
+    before = jax.config.jax_default_matmul_precision
     fo.simulate(p, lr=1.0, steps=2, precision="default")
     assert {s for _, s in seen} == {"default"}
-    assert jax.config.jax_default_matmul_precision is None
+    assert jax.config.jax_default_matmul_precision == before
     # (what the setting does to a traced matmul)
     with jax.default_matmul_precision("highest"):
         text = jax.jit(lambda a: a @ a).lower(jnp.ones((2, 2))).as_text()
