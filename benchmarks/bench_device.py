@@ -5,22 +5,20 @@ CPU (the reference) and on the GPU at `precision="highest"` (flowode's default) 
 `"default"` (TF32 matmuls on NVIDIA GPUs since Ampere). Also float64 on the CPU, on the
 same data, for float32's own error. Reports the largest relative difference in loss and
 sharpness over the run, and each run's own wall time (compilation excluded). Writes
-benchmarks/device.json; prints "no GPU" and writes nothing where JAX sees none.
+benchmarks/device_gpu.json; prints "no GPU" and writes nothing where JAX sees none.
 """
 
 import json
 import platform
-from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import table
+from _common import results_path, table
 
 import flowode as fo
 
-HERE = Path(__file__).parent
 KW = dict(lr=0.1, steps=1000, flows=("central",), eig_every=50)
 
 
@@ -60,7 +58,7 @@ def main():
         out[key]["seconds"] = seconds
         rows.append((key, *(f"{out[key][k]:.1e}" for k in ("loss", "sharpness")), f"{seconds:.2f}"))
         print(*rows[-1], sep="  ", flush=True)
-        (HERE / "device.json").write_text(json.dumps(out, indent=1))
+        results_path("device").write_text(json.dumps(out, indent=1))
 
     for precision in ("highest", "default"):
         record(f"gpu float32 {precision}", *run(problem, gpu, precision))

@@ -36,7 +36,7 @@ tests=$!
 cd benchmarks
 log "bench_device (CPU against GPU; its wall times share the machine with the tests)"
 timeout 200 python3 bench_device.py >>"$OUT/device.log" 2>&1
-cp device.json "$OUT/" 2>/dev/null
+cp device_gpu.json "$OUT/" 2>/dev/null
 log "waiting for the tests"
 wait $tests
 log "bench_run"

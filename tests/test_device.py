@@ -1,9 +1,10 @@
 """CPU and GPU agree: the MLP's central flow in float32, run on each backend.
 
-Skipped where JAX sees no GPU (CI has none). Central flow in float32 and float64 on the
-same data agree to 2e-6 in loss over these 1000 steps (measured on CPU), so a GPU that
-computed its matmuls in TF32 (about 1e-3 relative) would fail here, and one in full
-float32 passes with room to spare.
+Skipped where JAX sees no GPU (CI has none). Measured on an H200 (jax 0.11.2, 1000 steps
+through the onset of EOS), largest relative difference in loss against the CPU: 8e-7 in
+one run and 1.3e-4 in another (at 4 of 1001 steps, all after step 840); TF32 matmuls
+(`precision="default"`) gave 1.2e-3. On the CPU, float32 against float64 on the same
+data differ by up to 6e-6, and a 2e-7 relative nudge to w0 moves the loss by 3e-6.
 """
 
 import equinox as eqx
@@ -39,6 +40,6 @@ def test_central_flow_agrees_on_cpu_and_gpu():
     cpu, gpu = runs["cpu"], runs["gpu"]
     assert int(cpu.n_critical.max()) >= 1  # the run reaches the edge of stability
     for name in ("loss", "predicted_loss"):
-        np.testing.assert_allclose(gpu[name], cpu[name], rtol=1e-4)
+        np.testing.assert_allclose(gpu[name], cpu[name], rtol=5e-4)
     sharpness = lambda ds: ds.sharpness.dropna("step")  # noqa: E731
-    np.testing.assert_allclose(sharpness(gpu), sharpness(cpu), rtol=1e-4)
+    np.testing.assert_allclose(sharpness(gpu), sharpness(cpu), rtol=5e-4)
