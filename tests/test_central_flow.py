@@ -244,7 +244,7 @@ def test_central_flow_lowers_without_host_callbacks():
     assert _callbacks(run, w0, lr, p.data)[0] == 0
     settings = _runner.Settings((fo.GradientDescent(), flow), 2, False)
     opt = fo.GD(lr)
-    state = _runner.start(settings, f, w0, opt, p.data)
+    state = jax.eval_shape(lambda: _runner.start(settings, f, w0, opt, p.data))  # traced only
     chunk = lambda s, o, d: _runner.run_chunk.__wrapped__(settings, f, s, o, d, 1, 3, 3)
     assert _callbacks(chunk, state, opt, p.data)[0] == 0
     centres, counts, _ = jax.eval_shape(run, w0, lr, p.data)
@@ -265,6 +265,7 @@ def test_bad_settings_are_named(kwargs, word):
         fo.CentralFlow(**kwargs)
 
 
+@pytest.mark.slow  # (31 s; k = 2 is tested in the default suite against cvxpy on a toy)
 def test_several_outputs_give_sigma_of_rank_two_with_both_eigenvalues_pinned():
     p = fo.problems.mlp_regression(d_out=3)
     ds = fo.simulate(p, lr=0.1, steps=500, flows=("central",), eig_k=2)
