@@ -410,3 +410,13 @@ def test_tolerance_below_the_dtypes_resolution_is_one_sentence(flow):
         p64 = fo.problems.quadratic([1.0, 5.0], dtype=jnp.float64)
         ds = fo.simulate(p64, lr=0.1, steps=5, flows=(flow,))
     assert ds.attrs[f"{flow.name}_status"] == "successful"
+
+
+def test_rod_stays_cheap_below_the_threshold_in_float32():
+    # MLP-433 at η = 0.02 never reaches the edge of stability: the half-length sits on its
+    # floor. RKC2's spectral radius by difference quotients of the field overestimated it
+    # tenfold there (over 300 steps, 3742 gradients on this seed; edge flow likewise); by
+    # a JVP, the default, 658 (measured).
+    p = fo.problems.mlp_regression(seed=0)
+    ds = fo.simulate(p, lr=0.02, steps=300, flows=("rod",), eig_every=300)
+    assert int(ds.n_grad.sel(flow="rod")) <= 3 * 300
