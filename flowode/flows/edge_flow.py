@@ -202,29 +202,29 @@ class EdgeFlow(AbstractFlow):
         lr = opt.learning_rate(t)
         X, a, U = y  # (n,), (k,), (n, k)
         Q = orthonormal(U)  # (n, k)
-        Y = Q @ jnp.exp(a)  # (n,)
+        m = jnp.exp(a)  # the magnitudes: (k,)
+        Y = Q @ m  # (n,)
         if self.modified_equation:
             G, pair_jvp = jax.linearize(lambda x: pair_grads(f, x, Y, data), X)  # (2, n)
         else:
             G = pair_grads(f, X, Y, data)  # (2, n)
         HQ = lr * _hvps(f, X, Q, data)  # ηH(X)Q: (n, k)
         M = Q.T @ HQ  # Rayleigh–Ritz matrix QᵀηHQ: (k, k)
-        dU = HQ - Q @ jnp.triu(M) + (Q - U)
+        dQ = HQ - Q @ jnp.triu(M)  # the tangent part of dU: (n, k)
+        dU = dQ + (Q - U)
         r = jnp.diagonal(M) - 2  # (k,)
-        amplitude = jnp.sqrt(jnp.sum(jnp.exp(2 * a)))
+        amplitude = jnp.sqrt(jnp.sum(m**2))
         if self.magnitude_sharpness == "secant":
             # The pair's odd remainder (g₊ − g₋)/2 − H(X)Y = O(|Y|³), projected on each
             # direction per unit magnitude, where that magnitude resolves it (e^{aᵢ} above
             # the probe distance d = √ε‖X‖); below it, the weight e^{aᵢ}/(e^{2aᵢ} + d²)
             # fades the rounding noise of the difference out. k = 1: uᵀ(g₊ − g₋)/(2|Y|).
-            m = jnp.exp(a)  # (k,)
             c = 0.5 * (G[0] - G[1]) - (HQ @ m) / lr  # (n,); H(X)Y from the HVPs taken
             d = probe_distance(jnp.zeros((), X.dtype), X)
             r = r + lr * (Q.T @ c) * m / (m**2 + d**2)
         da = floored_rate(growth_rate(r, self.amplitude_rate), a, self._log_floor(X, amplitude))
-        if self.modified_equation:  # Ẏ = Q̇e^a + Q(e^a ⊙ ȧ), Q̇ the tangent part of dU
-            m = jnp.exp(a)
-            Ydot = (HQ - Q @ jnp.triu(M)) @ m + Q @ (m * da)
+        if self.modified_equation:  # Ẏ = Q̇e^a + Q(e^a ⊙ ȧ)
+            Ydot = dQ @ m + Q @ (m * da)
             dX = corrected_centre_velocity(lr, G, pair_jvp, Ydot)
         else:
             dX = -0.5 * lr * (G[0] + G[1])
