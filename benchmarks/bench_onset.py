@@ -12,6 +12,10 @@ MLP regression (`fo.problems.mlp_regression(seed)`, 433 parameters), 1000 steps.
    before the onset (mean over steps 20-150, and at step 80) and the centre's distance
    to GD's midpoint after it (mean over the last 100 steps, and at the end).
 3. Cost per GD step of each option (gradients, HVPs, wall time) from the same runs.
+4. noise: GD's own spread, GD from w0 moved by one rounding against GD from w0, in units
+   of gradient flow's distance (the resolution of the centre ratios above).
+
+Parts: `python bench_onset.py [onset] [me] [noise]`, all by default.
 
 Writes benchmarks/onset.json after each part and prints the tables.
 """
@@ -192,8 +196,65 @@ def modified_equation_part(results):
     )
 
 
+def perturbed(problem, key):
+    """The problem with w0 moved by one rounding's worth: each float leaf l ↦ l(1 + εz)."""
+    leaves, treedef = jax.tree.flatten(problem.w0)
+    keys = jax.random.split(key, len(leaves))
+    moved = []
+    for leaf, k in zip(leaves, keys, strict=True):
+        if isinstance(leaf, jax.Array) and jnp.issubdtype(leaf.dtype, jnp.floating):
+            eps = jnp.finfo(leaf.dtype).eps
+            leaf = leaf * (1 + eps * jax.random.normal(k, leaf.shape, leaf.dtype))
+        moved.append(leaf)
+    return fo.Problem(problem.loss, jax.tree.unflatten(treedef, moved), data=problem.data)
+
+
+def gd_midpoints(ds):
+    w = ds.params.sel(flow="gd").values.astype(np.float64)
+    return 0.25 * (w[:-2] + 2 * w[1:-1] + w[2:])  # k = 1..K−1
+
+
+def noise_part(results, copies=3):
+    """GD's own spread: GD from w0 moved by one rounding (w0(1 + εz)), against GD from w0.
+
+    Where GD's trajectory depends on its rounding (a catapult), no model of it can be
+    closer to one GD run than GD runs are to each other; this is that resolution, in
+    units of gradient flow's distance, as the onset and modified-equation tables use.
+    """
+    rows = []
+    cases = [(d, 0.1, s) for d in ("float32", "float64") for s in SEEDS]
+    cases += [("float64", 0.15, s) for s in SEEDS]
+    for dtype, lr, seed in cases:
+        with jax.enable_x64(dtype == "float64"):
+            p = fo.problems.mlp_regression(seed=seed, dtype=getattr(jnp, dtype))
+            kw = dict(lr=lr, steps=STEPS, eig_every=STEPS, save_params=True)
+            ds = fo.simulate(p, flows=("gradient",), **kw)
+            ref = gd_midpoints(ds)
+            gf = ds.center_distance_to_gd.sel(flow="gradient").values
+            spread_end, spread_last = [], []
+            for c in range(copies):
+                q = perturbed(p, jax.random.key(1000 * seed + c))
+                other = gd_midpoints(fo.simulate(q, flows=(), **kw))
+                d = np.linalg.norm(other - ref, axis=1)  # steps 1..K−1
+                spread_end.append(float(d[-1] / gf[-2]))
+                spread_last.append(float(d[-100:].mean() / gf[-101:-1].mean()))
+        row = {
+            "dtype": dtype, "lr": lr, "seed": seed,
+            "spread_end": spread_end, "spread_last_100": spread_last,
+        }  # fmt: skip
+        results["noise"].append(row)
+        OUT.write_text(json.dumps(results, indent=1))
+        rows.append(
+            (dtype, lr, seed, f"{np.median(spread_end):.3f}", f"{max(spread_end):.3f}",
+             f"{np.median(spread_last):.3f}", f"{max(spread_last):.3f}")
+        )  # fmt: skip
+        print(rows[-1], flush=True)
+    header = ("dtype", "η", "seed", "step 1000: median", "max", "last 100: median", "max")
+    print(table(rows, header))
+
+
 def main():
-    parts = sys.argv[1:] or ["onset", "me"]
+    parts = sys.argv[1:] or ["onset", "me", "noise"]
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     results["machine"] = (
         f"{platform.machine()}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
@@ -205,6 +266,9 @@ def main():
     if "me" in parts:
         results["modified_equation"] = []
         modified_equation_part(results)
+    if "noise" in parts:
+        results["noise"] = []
+        noise_part(results)
     OUT.write_text(json.dumps(results, indent=1))
 
 

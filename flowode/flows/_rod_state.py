@@ -63,19 +63,28 @@ def pair_grads(
     return jax.vmap(jax.grad(f), in_axes=(0, None))(ends, data)
 
 
+def linearised_pair_grads(f, X: Float[Array, " n"], d: Float[Array, " n"], data: PyTree):
+    """`pair_grads` and its linearisation in the two ends: T ↦ (H₊T₀, H₋T₁), T of shape (2, n).
+
+    One tangent per end, so that a pair of HVPs costs one batched JVP (two HVPs).
+    """
+    ends = jnp.stack([X + d, X - d])  # (2, n)
+    return jax.linearize(lambda E: jax.vmap(jax.grad(f), in_axes=(0, None))(E, data), ends)
+
+
 def corrected_centre_velocity(
-    lr: Scalar, G: Float[Array, "2 n"], pair_jvp, Ydot: Float[Array, " n"]
+    lr: Scalar, G: Float[Array, "2 n"], ends_jvp, Ydot: Float[Array, " n"]
 ) -> Float[Array, " n"]:
     """Ẋ = F − ½(∂_X F·F + ∂_Y F·Ẏ): the centre's map step F = −(η/2)(g₊ + g₋) with its
     O(η²) backward-error term (derived in `rod_flow.py`).
 
-    With s = g₊ + g₋: −(η/2)s − (η²/8)(H₊ + H₋)s + (η/4)(H₊ − H₋)Ẏ. `G` = (g₊, g₋) and
-    `pair_jvp` its linearisation in X (v ↦ (H₊v, H₋v)), applied to s and Ẏ at once: four
-    HVPs.
+    With s = g₊ + g₋ this is −(η/2)s − (η²/8)(H₊ + H₋)s + (η/4)(H₊ − H₋)Ẏ
+    = −(η/2)s − (η/8)[H₊(ηs − 2Ẏ) + H₋(ηs + 2Ẏ)]: one tangent per end, so two HVPs
+    through `ends_jvp` (from `linearised_pair_grads`), not four.
     """
     s = G[0] + G[1]  # (n,)
-    J = jax.vmap(pair_jvp)(jnp.stack([s, Ydot]))  # (2 tangents, 2 ends, n)
-    return -0.5 * lr * s - (lr**2 / 8) * (J[0, 0] + J[0, 1]) + (lr / 4) * (J[1, 0] - J[1, 1])
+    J = ends_jvp(jnp.stack([lr * s - 2 * Ydot, lr * s + 2 * Ydot]))  # (2 ends, n)
+    return -0.5 * lr * s - (lr / 8) * (J[0] + J[1])
 
 
 def growth_rate(r: Scalar, kind: AmplitudeRate) -> Scalar:

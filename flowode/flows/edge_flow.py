@@ -20,7 +20,7 @@ quotient ascent, a continuous power iteration with the exact HVP at the centre, 
 finds the top eigenvector at any |Y|; (iii) grows exactly when ηq > 2, with q the
 sharpness along the oscillation. In (i) Ẏ = d(e^a u)/dt from (ii) and (iii): the term in
 Ẏ matters where the magnitude changes fast, at the onset and through a catapult. One
-evaluation costs the vmapped pair of gradients and one HVP (four HVPs more for the O(η²)
+evaluation costs the vmapped pair of gradients and one HVP (two HVPs more for the O(η²)
 term). Prediction of GD's iterate: X + (−1)^k Y,
 the phase included.
 
@@ -88,6 +88,7 @@ from ._rod_state import (
     floored_rate,
     from_vector,
     growth_rate,
+    linearised_pair_grads,
     option_floor,
     orthonormal,
     pair_grads,
@@ -117,7 +118,7 @@ class EdgeFlow(AbstractFlow):
       ε/√n (the dtype's ε, n parameters), GD's rounding along one direction; 0 is exact
       arithmetic.
     - `amplitude_rate`: "map" (ln(1 + r)) or "linear" (r).
-    - `modified_equation`: the centre's O(η²) term (default; four HVPs more per
+    - `modified_equation`: the centre's O(η²) term (default; two HVPs more per
       evaluation). False: the first-order flow, 2 gradients and 1 HVP per evaluation.
     - `magnitude_sharpness`: "secant" (default) or "centre" (see the module docstring).
 
@@ -166,10 +167,10 @@ class EdgeFlow(AbstractFlow):
         return 2
 
     def counts(self, y1, n_evals, n_jvps):
-        # Per evaluation: the pair of gradients, k HVPs (four more with the correction: the
-        # pair's linearisation applied to s and to Ẏ). Per JVP of the field: the pair's two
-        # HVPs and k third-derivative contractions (with the correction, four of each more).
-        me = 4 if self.modified_equation else 0
+        # Per evaluation: the pair of gradients, k HVPs (two more with the correction: the
+        # ends' linearisation, one tangent per end). Per JVP of the field: the pair's two
+        # HVPs and k third-derivative contractions (with the correction, two of each more).
+        me = 2 if self.modified_equation else 0
         return OracleCounts(
             n_grad=2 * n_evals,
             n_hvp=(self.k + me) * n_evals + (2 + me) * n_jvps,
@@ -205,7 +206,7 @@ class EdgeFlow(AbstractFlow):
         m = jnp.exp(a)  # the magnitudes: (k,)
         Y = Q @ m  # (n,)
         if self.modified_equation:
-            G, pair_jvp = jax.linearize(lambda x: pair_grads(f, x, Y, data), X)  # (2, n)
+            G, ends_jvp = linearised_pair_grads(f, X, Y, data)  # (2, n)
         else:
             G = pair_grads(f, X, Y, data)  # (2, n)
         HQ = lr * _hvps(f, X, Q, data)  # ηH(X)Q: (n, k)
@@ -225,7 +226,7 @@ class EdgeFlow(AbstractFlow):
         da = floored_rate(growth_rate(r, self.amplitude_rate), a, self._log_floor(X, amplitude))
         if self.modified_equation:  # Ẏ = Q̇e^a + Q(e^a ⊙ ȧ)
             Ydot = dQ @ m + Q @ (m * da)
-            dX = corrected_centre_velocity(lr, G, pair_jvp, Ydot)
+            dX = corrected_centre_velocity(lr, G, ends_jvp, Ydot)
         else:
             dX = -0.5 * lr * (G[0] + G[1])
         return (dX, da, dU)

@@ -60,15 +60,17 @@ step: dropping it (as a first version did) left the correction worse than the pl
 after the onset on half the runs. Dropped: O(η³) terms, and a second-order correction of
 Y's equation (its map Y(t+1) + Y(t) = G is not of the form a step of a flow; the
 exact-map rate above is its correction where it matters, near the onset). The pair's
-linearisation (`jax.linearize`), applied to g₊ + g₋ and to Ẏ, gives the four HVPs: two
-gradients and four HVPs per evaluation (`_rod_state.corrected_centre_velocity`, shared
+correction is (η/8)[H₊(ηs − 2Ẏ) + H₋(ηs + 2Ẏ)] with s = g₊ + g₋: one tangent per end, so
+the ends' linearisation (`jax.linearize`) gives it as two HVPs in one batched JVP: two
+gradients and two HVPs per evaluation (`_rod_state.corrected_centre_velocity`, shared
 with edge flow).
 
 Measured (benchmarks/bench_onset.py, float64, 4 seeds × η ∈ {0.1, 0.15}): before the
 onset the correction brings the rod 2.1-3.3× closer to GD's iterates (steps 20-150);
 after it, its centre is 0.35-1.04× the plain rod's distance to GD's midpoint, 4% worse
 on one run of 8. So it is an option, not the default (the issue's rule: no worse
-anywhere), and it costs 1.4-1.6× the gradients plus 8 HVPs per GD step. In float32
+anywhere), and it costs 1.4× the gradients plus about 4 HVPs per GD step (14-18× GD's
+wall time on MLP-433 against the plain rod's 6-7×). In float32
 (η = 0.1) it was closer on all 4 seeds, 0.050 against 0.218 of gradient flow's
 distance on seed 0.
 
@@ -115,6 +117,7 @@ from ._rod_state import (
     floored_rate,
     from_vector,
     growth_rate,
+    linearised_pair_grads,
     option_floor,
     pair_grads as _pair_grads,
     probe_distance,
@@ -155,7 +158,7 @@ class RodFlow(AbstractFlow):
     - With another optimiser (heavy-ball, Nesterov, RMSProp, Adam) the rod is that of its
       whole update map; see the module docstring for what it models and how well.
     - `modified_equation`: add the O(η²) backward-error term −(η²/8)(H₊ + H₋)(g₊ + g₋) +
-      (η/4)(H₊ − H₋)Ẏ to the centre (four HVPs more per evaluation). Named "rod_me" in a
+      (η/4)(H₊ − H₋)Ẏ to the centre (two HVPs more per evaluation). Named "rod_me" in a
       Dataset.
     - `solver`, `stepsize_controller`: flowode's RKC2, whose power iteration for the
       Jacobian's spectral radius takes one JVP of the field per step (two HVPs), under a
@@ -199,17 +202,17 @@ class RodFlow(AbstractFlow):
 
     @property
     def hvps_per_jvp(self) -> int:
-        # A JVP of the field: the HVP pair, plus with the correction ∂(H±s) and ∂(H±Ẏ),
-        # each ∇³L±[·, ·] + H±(∂·) (four HVPs and four third-derivative contractions more).
-        return 6 if self.modified_equation else 2
+        # A JVP of the field: the HVP pair, plus with the correction ∂(H₊T₊) and ∂(H₋T₋),
+        # each ∇³L±[·, T±] + H±(∂T±) (two HVPs and two third-derivative contractions more).
+        return 4 if self.modified_equation else 2
 
     def counts(self, y1, n_evals, n_jvps):
         counts = super().counts(y1, n_evals, n_jvps)
         if not self.modified_equation:
             return counts
-        # Each evaluation applies the pair's linearisation to s and Ẏ: four HVPs; each JVP
-        # four thirds more.
-        return OracleCounts(counts.n_grad, counts.n_hvp + 4 * n_evals, 4 * n_jvps)
+        # Each evaluation applies the ends' linearisation to one tangent per end: two HVPs;
+        # each JVP two thirds more.
+        return OracleCounts(counts.n_grad, counts.n_hvp + 2 * n_evals, 2 * n_jvps)
 
     def _log_floor(self, X, amplitude):
         return option_floor(self.floor, X, amplitude)
@@ -265,7 +268,7 @@ class RodFlow(AbstractFlow):
         amplitude = jnp.exp(a)
         delta = probe_distance(amplitude, X)
         if self.modified_equation:
-            G, pair_jvp = jax.linearize(lambda x: _pair_grads(f, x, delta * u_hat, data), X)
+            G, ends_jvp = linearised_pair_grads(f, X, delta * u_hat, data)
         else:
             G = _pair_grads(f, X, delta * u_hat, data)  # (2, n)
         Hu = (G[0] - G[1]) / (2 * delta)  # secant H̃u, or H(X)u where |Y| < √ε‖X‖
@@ -275,7 +278,7 @@ class RodFlow(AbstractFlow):
         du = v - r * u_hat + (1 - u_norm) * u_hat
         if self.modified_equation:  # Ẏ = |Y|(ȧu + u̇), the rod's own half-length velocity
             Ydot = amplitude * (da * u_hat + v - r * u_hat)
-            dX = corrected_centre_velocity(lr, G, pair_jvp, Ydot)
+            dX = corrected_centre_velocity(lr, G, ends_jvp, Ydot)
         else:
             dX = -0.5 * lr * (G[0] + G[1])
         return (dX, da, du)
