@@ -15,6 +15,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from _common import results_path, table
 
 import flowode as fo
@@ -67,14 +68,23 @@ def warm_seconds(problem, **kwargs) -> float:
     return sorted(times)[1]
 
 
-def central_dynamics_seconds(problem) -> float:
+def second_call_and_central_seconds(problem, flows, rounds=5) -> tuple[float, float]:
+    """simulate's warm call and central flow's own dynamics, in interleaved rounds
+    (medians): the target compares the two, and this machine's speed drifts."""
     f, w0, d = problem.flat_loss, problem.flat_w0, problem.data
     run = jax.jit(lambda w, lr, d: fo.CentralFlow().run(f, w, lr, d, STEPS))
     lr = jnp.asarray(LR, w0.dtype)
     jax.block_until_ready(run(w0, lr, d))
-    start = time.perf_counter()
-    jax.block_until_ready(run(w0, lr, d))
-    return time.perf_counter() - start
+    fo.simulate(problem, lr=LR, steps=STEPS, flows=flows)
+    warm, central = [], []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        fo.simulate(problem, lr=LR, steps=STEPS, flows=flows)
+        warm.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        jax.block_until_ready(run(w0, lr, d))
+        central.append(time.perf_counter() - start)
+    return float(np.median(warm)), float(np.median(central))
 
 
 def main():
@@ -90,8 +100,7 @@ def main():
     row("simulate(gd), warm, eig_every=1", warm_seconds(p, flows=("gd",)), "<= 8x")
     row("simulate(gd), warm, eig_every=20", warm_seconds(p, flows=("gd",), eig_every=20), "<= 2x")
     row("all four flows, first call (fresh process)", first_call_seconds(FLOWS), "<= 10 s")
-    warm = warm_seconds(p, flows=FLOWS)
-    central = central_dynamics_seconds(p)
+    warm, central = second_call_and_central_seconds(p, FLOWS)
     row("all four flows, second call", warm, f"<= {central + 1:.2f} s")
     row("central flow's own dynamics", central)
     seed1 = fo.simulate(fo.problems.mlp_regression(seed=1), lr=LR, steps=STEPS, flows=FLOWS)
