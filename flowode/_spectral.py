@@ -108,9 +108,11 @@ def _dense_top(f, w, k, data):
 
 def _orthonormal(U: Float[Array, "n k"]) -> Float[Array, "n k"]:
     """An orthonormal basis of U's columns (QR; one column is only normalised, which is
-    what QR gives up to sign and costs no LAPACK call)."""
+    what QR gives up to sign and costs no LAPACK call; a zero column stays zero, so that
+    a Ritz step whose residual is exactly 0 adds nothing to the basis)."""
     if U.shape[1] == 1:
-        return U / jnp.linalg.norm(U)
+        norm = jnp.linalg.norm(U)
+        return U / jnp.where(norm > 0, norm, 1)
     return jnp.linalg.qr(U)[0]
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import flowode as fo
-from flowode._spectral import initial_basis, top_eigs
+from flowode._spectral import _ritz_start, _ritz_step, initial_basis, top_eigs
 
 
 @pytest.fixture
@@ -59,3 +59,18 @@ def test_third_contraction_matches_finite_differences(x64):
         ]
     )
     np.testing.assert_allclose(got, fd, rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_ritz_step_from_an_exact_eigenbasis_stays_exact(k):
+    # A diagonal quadratic (n = 600, past the dense path) warm-started on its exact top
+    # eigenvectors: the residual is exactly 0, and the step must neither make NaN (a
+    # one-column basis is normalised, not QR'd) nor corrupt the Ritz values.
+    n = 600
+    lam = jnp.linspace(0.1, 3.0, n)
+    f = lambda w, d: 0.5 * jnp.sum(lam * w**2)  # noqa: E731
+    U = jnp.eye(n)[:, ::-1][:, :k]  # e_n, e_{n−1}: eigenvalues 3.0, then the next
+    theta, V, HV = _ritz_start(f, jnp.ones(n), U, None)
+    theta, V, _ = _ritz_step(f, jnp.ones(n), theta, V, HV, None)
+    np.testing.assert_allclose(theta, lam[::-1][:k], rtol=1e-6)
+    assert bool(jnp.all(jnp.isfinite(V)))
