@@ -106,19 +106,24 @@ def _dense_top(f, w, k, data):
     return theta[:k], C[:, :k]
 
 
-def _orthonormal(U: Float[Array, "n k"]) -> Float[Array, "n k"]:
-    """An orthonormal basis of U's columns (QR; one column is only normalised, which is
-    what QR gives up to sign and costs no LAPACK call; a zero column stays zero, so that
-    a Ritz step whose residual is exactly 0 adds nothing to the basis)."""
+def orthonormal(U: Float[Array, "n k"]) -> Float[Array, "n k"]:
+    """The block's Gram–Schmidt orthonormalisation, each column keeping its orientation.
+
+    QR with the signs of R's diagonal moved into Q: column j is the unit part of U's column
+    j orthogonal to columns < j. One column is only normalised (no LAPACK call); a zero
+    column stays zero, so that a Ritz step whose residual is exactly 0 adds nothing.
+    """
     if U.shape[1] == 1:
         norm = jnp.linalg.norm(U)
         return U / jnp.where(norm > 0, norm, 1)
-    return jnp.linalg.qr(U)[0]
+    Q, R = jnp.linalg.qr(U)  # (n, k), (k, k)
+    signs = jnp.where(jnp.diagonal(R) < 0, -1.0, 1.0).astype(U.dtype)  # (k,)
+    return Q * signs
 
 
 def _ritz_start(f, w, U, data):
     """Orthonormalised U with HU and its Ritz values θ (descending): k HVPs."""
-    U = _orthonormal(U)  # (n, k)
+    U = orthonormal(U)  # (n, k)
     HU = hvp_block(f, w, U, data)  # (n, k)
     theta, C = _desc_eigh(U.T @ HU)
     return theta, U @ C, HU @ C
@@ -130,8 +135,8 @@ def _ritz_step(f, w, theta, U, HU, data):
     R = HU - U * theta
     for _ in range(2):  # twice is enough (Kahan), also when R is at round-off level
         R = R - U @ (U.T @ R)
-    Q = _orthonormal(R)
-    Q = _orthonormal(Q - U @ (U.T @ Q))  # (n, k), orthogonal to U
+    Q = orthonormal(R)
+    Q = orthonormal(Q - U @ (U.T @ Q))  # (n, k), orthogonal to U
     HQ = hvp_block(f, w, Q, data)
     V, HV = jnp.concatenate([U, Q], 1), jnp.concatenate([HU, HQ], 1)  # (n, 2k)
     theta, C = _desc_eigh(V.T @ HV)

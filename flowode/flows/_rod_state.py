@@ -7,8 +7,8 @@ half an ulp of the centre X, X ± Y rounds to X and its direction is lost for go
 as Y = e^a u with |u| = 1, neither happens: a is an ordinary number and u keeps its
 direction at any size. These helpers hold what such flows share: the growth rate of a,
 its smooth floor, the probe distance at which a difference of gradients still resolves
-a Hessian-vector product, the start from a vector, an orthonormal block of k directions
-(Edge Flow's k > 1), and the pair of gradients at the rod's two ends.
+a Hessian-vector product, the start from a vector, and the pair of gradients at the rod's
+two ends.
 """
 
 import math
@@ -25,19 +25,6 @@ def unit(u: Float[Array, " n"]) -> tuple[Float[Array, " n"], Scalar]:
     """u/|u| and |u|. The field normalises u before use, so solver drift in |u| is harmless."""
     norm = jnp.linalg.norm(u)
     return u / norm, norm
-
-
-def orthonormal(U: Float[Array, "n k"]) -> Float[Array, "n k"]:
-    """The block's Gram–Schmidt orthonormalisation, each column keeping its orientation.
-
-    QR with the signs of R's diagonal moved into Q: column j is the unit part of U's column
-    j orthogonal to columns < j. For k = 1 it is `unit(u)[0]`.
-    """
-    if U.shape[1] == 1:
-        return U / jnp.linalg.norm(U)
-    Q, R = jnp.linalg.qr(U)  # (n, k), (k, k)
-    signs = jnp.where(jnp.diagonal(R) < 0, -1.0, 1.0).astype(U.dtype)  # (k,)
-    return Q * signs
 
 
 def tolerance_scales(y) -> tuple[tuple[Scalar, Scalar, Scalar], tuple[bool, bool, bool]]:
@@ -59,8 +46,7 @@ def pair_grads(
     f, X: Float[Array, " n"], d: Float[Array, " n"], data: PyTree
 ) -> Float[Array, "2 n"]:
     """∇L(X + d) and ∇L(X − d) as one vmapped batch: (2, n)."""
-    ends = jnp.stack([X + d, X - d])  # (2, n)
-    return jax.vmap(jax.grad(f), in_axes=(0, None))(ends, data)
+    return _ends_grads(f, data)(jnp.stack([X + d, X - d]))
 
 
 def linearised_pair_grads(f, X: Float[Array, " n"], d: Float[Array, " n"], data: PyTree):
@@ -68,8 +54,12 @@ def linearised_pair_grads(f, X: Float[Array, " n"], d: Float[Array, " n"], data:
 
     One tangent per end, so that a pair of HVPs costs one batched JVP (two HVPs).
     """
-    ends = jnp.stack([X + d, X - d])  # (2, n)
-    return jax.linearize(lambda E: jax.vmap(jax.grad(f), in_axes=(0, None))(E, data), ends)
+    return jax.linearize(_ends_grads(f, data), jnp.stack([X + d, X - d]))
+
+
+def _ends_grads(f, data: PyTree):
+    """E ↦ the gradients at the rows of E (2, n), as one vmapped batch."""
+    return lambda E: jax.vmap(jax.grad(f), in_axes=(0, None))(E, data)
 
 
 def corrected_centre_velocity(
