@@ -17,6 +17,7 @@ from jax import lax
 from jaxtyping import Array, Bool, Float, Int, PyTree, Scalar
 
 from ._codes import RESULTS
+from ._rkc import RKCState
 
 
 class LastStep(eqx.Module):
@@ -165,10 +166,13 @@ def integrate(
             evals, jvps = jnp.asarray(per_step, jnp.int32), jnp.asarray(0, jnp.int32)
         keep_tree = lambda a, b: jax.tree_util.tree_map(lambda x, z: jnp.where(keep, x, z), a, b)
         y = keep_tree(y1, c.y)
+        rolled_back = c.solver_state
+        if isinstance(rolled_back, RKCState):  # its retry re-estimates ρ, as RKC does
+            rolled_back = rolled_back.after_rejection()
         new = SolverCarry(
             jnp.where(keep, t_next, t).astype(dtype),
             y,
-            keep_tree(solver_state, c.solver_state),
+            keep_tree(solver_state, rolled_back),
             controller_state,
             dt,
             jnp.where(keep, jnp.asarray(made_jump), c.made_jump),

@@ -18,6 +18,7 @@ from diffrax import AbstractTerm, ThirdOrderHermitePolynomialInterpolation
 from jaxtyping import Array, ArrayLike, Float, Int, PyTree
 
 _EPS = 2.0 / 13.0  # damping parameter of the stability polynomial
+_DUE = 2**30  # an `age` past any `reestimate_every`: the next step estimates ρ
 
 
 def _axpy(*pairs: tuple[ArrayLike, PyTree]) -> PyTree:
@@ -56,6 +57,8 @@ class RKCState(eqx.Module):
     - `spectral_radius`: spectral radius of the Jacobian used by the last accepted step,
         per unit time (power-iteration estimate times `safety`, or the user's value).
     - `num_stages`: number of stages used by the last accepted step.
+    - `age`: accepted steps since `spectral_radius` was last estimated (int32); see
+        `after_rejection`.
     - `n_evals`: vector-field evaluations made so far (int32).
     - `n_jvps`: Jacobian-vector products made so far (int32).
 
@@ -67,8 +70,15 @@ class RKCState(eqx.Module):
     direction: PyTree[Array] | None
     spectral_radius: Float[Array, ""]
     num_stages: Int[Array, ""]
+    age: Int[Array, ""]
     n_evals: Int[Array, ""]
     n_jvps: Int[Array, ""]
+
+    def after_rejection(self) -> "RKCState":
+        """The state to retry a rejected step from: `spectral_radius` is due for a new
+        estimate (a stale one may be what made the step unstable). diffrax's own loop
+        rolls the state back unchanged; flowode's `integrate` uses this."""
+        return eqx.tree_at(lambda s: s.age, self, jnp.asarray(_DUE, jnp.int32))
 
 
 class RKC2(diffrax.AbstractAdaptiveSolver[RKCState]):
@@ -99,6 +109,11 @@ class RKC2(diffrax.AbstractAdaptiveSolver[RKCState]):
         of a JVP (`jax.linearize`, counted in `n_jvps`). For fields that are a batch of
         gradients, an evaluation costs much less than its linearisation, and ρ is only
         needed to about 10% (Sommeijer, Shampine and Verwer's RKC does the same).
+    - `reestimate_every`: estimate `rho` at every this many accepted steps and reuse it
+        in between (Sommeijer, Shampine and Verwer's RKC re-estimates every 25 steps).
+        Under `vmap` the skipped estimate becomes a select and is computed anyway. A step
+        retried after a rejection re-estimates when its state comes from
+        `RKCState.after_rejection` (flowode's flows; diffrax's loop reuses the estimate).
     - `safety`: factor applied to the power-iteration estimate of `rho`.
     - `spectral_radius`: optional `(t, y, args) -> rho` (per unit time), used instead of
         the power iteration.
@@ -112,6 +127,7 @@ class RKC2(diffrax.AbstractAdaptiveSolver[RKCState]):
     max_stages: int = 200
     power_iterations: int = 3
     init_power_iterations: int = 20
+    reestimate_every: int = 1
     safety: float = 1.2
     spectral_radius: Callable[..., ArrayLike] | None = None
     difference: bool = False
@@ -164,7 +180,7 @@ class RKC2(diffrax.AbstractAdaptiveSolver[RKCState]):
         else:
             v = None
         zero = jnp.zeros((), jnp.int32)
-        return RKCState(f0, v, jnp.zeros((), dtype), zero, zero + n_evals, zero + n_jvps)
+        return RKCState(f0, v, jnp.zeros((), dtype), zero, zero, zero + n_evals, zero + n_jvps)
 
     def step(self, terms: AbstractTerm, t0, t1, y0, args, solver_state: RKCState, made_jump):
         st = solver_state
@@ -176,15 +192,27 @@ class RKC2(diffrax.AbstractAdaptiveSolver[RKCState]):
         abs_h = jnp.abs(h).astype(dtype)
 
         # Spectral radius of the Jacobian, times |h|, and from it the number of stages.
-        v, n_jvps = st.direction, st.n_jvps
+        v, n_jvps, age = st.direction, st.n_jvps, st.age + 1
         if self.spectral_radius is None:
             n = self.power_iterations
-            v, h_rho = self._power_iteration(terms, t0, t1, y0, args, v, n, f0)
-            h_rho = self.safety * h_rho
+
+            def estimate():
+                v_new, h_rho = self._power_iteration(terms, t0, t1, y0, args, v, n, f0)
+                return v_new, self.safety * h_rho, jnp.ones((), jnp.int32)
+
+            def reuse():
+                return v, abs_h * st.spectral_radius, jnp.zeros((), jnp.int32)
+
+            if self.reestimate_every == 1:
+                v, h_rho, fresh = estimate()
+            else:  # the first step (ρ = 0 from `init`) always estimates
+                due = (st.age >= self.reestimate_every - 1) | (st.spectral_radius == 0)
+                v, h_rho, fresh = lax.cond(due, estimate, reuse)
+            age = jnp.where(fresh > 0, 0, age)
             if self.difference:
-                n_evals = n_evals + n
+                n_evals = n_evals + n * fresh
             else:
-                n_jvps = n_jvps + n
+                n_jvps = n_jvps + n * fresh
         else:
             h_rho = abs_h * jnp.abs(jnp.asarray(self.spectral_radius(t0, y0, args), dtype))
         s = 1 + jnp.floor(jnp.sqrt(1 + 1.54 * h_rho)).astype(jnp.int32)
@@ -236,5 +264,5 @@ class RKC2(diffrax.AbstractAdaptiveSolver[RKCState]):
         y_error = _axpy((12 / 15, y0), (-12 / 15, y1), (6 / 15, k0), (6 / 15, k1))
         dense_info = dict(y0=y0, y1=y1, k0=k0, k1=k1)
         rho = h_rho / jnp.where(abs_h > 0, abs_h, 1)
-        state = RKCState(f1, v, rho, s, n_evals + s, n_jvps)
+        state = RKCState(f1, v, rho, s, age, n_evals + s, n_jvps)
         return y1, y_error, dense_info, state, diffrax.RESULTS.successful

@@ -140,3 +140,23 @@ def test_jit_traced_eta_and_fixed_radius(x64):
     sol = _solve(term, solver, w0, 20.0, args=2.0, ts=ts)
     assert int(sol.solver_state.n_jvps) == 0 and sol.solver_state.direction is None
     assert float(_rel_err(sol.ys, exact(ts, 2.0)).max()) <= 1e-3
+
+
+@pytest.mark.parametrize("every", [10, 25])
+def test_reused_spectral_radius_stays_accurate_as_stiffness_grows(x64, every):
+    # w' = −(1 + t)λw: the Jacobian's spectral radius grows 21× over the run, so an
+    # estimate reused for `every` steps is stale; rejections must absorb that.
+    lam = jnp.asarray(np.logspace(-2, np.log10(20.0), 30))
+    w0 = jnp.asarray(np.random.default_rng(2).normal(size=30))
+    term = dfx.ODETerm(lambda t, w, args: -(1 + t) * lam * w)
+    ts = jnp.linspace(0.0, 20.0, 11)
+    exact = w0 * jnp.exp(-lam * (ts + ts**2 / 2)[:, None])
+    fresh = _solve(term, RKC2(), w0, 20.0, ts=ts)
+    reused = _solve(term, RKC2(reestimate_every=every), w0, 20.0, ts=ts)
+    scale = jnp.linalg.norm(w0)
+    for sol in (fresh, reused):
+        assert float(jnp.max(jnp.linalg.norm(sol.ys - exact, axis=-1)) / scale) <= 1e-4
+    steps = int(reused.stats["num_accepted_steps"])
+    # One estimate every `every` accepted steps (3 iterations each), plus init's 20.
+    assert int(reused.solver_state.n_jvps) <= 20 + 3 * (steps // every + 1)
+    assert int(reused.solver_state.n_jvps) < int(fresh.solver_state.n_jvps) / 3

@@ -161,15 +161,15 @@ class RodFlow(AbstractFlow):
       (η/4)(H₊ − H₋)Ẏ to the centre (two HVPs more per evaluation). Named "rod_me" in a
       Dataset.
     - `solver`, `stepsize_controller`: flowode's RKC2, whose power iteration for the
-      Jacobian's spectral radius takes one JVP of the field per step (two HVPs), under a
-      PID controller. The controller's
+      Jacobian's spectral radius takes two JVPs of the field (two HVPs each) every 10
+      accepted steps and after a rejected one, under a PID controller. The controller's
       atol is relative (`error_scale`): to the iterate's RMS √(‖X‖² + |Y|²)/√n for X, to
       u's RMS for u, and absolute for the log-amplitude a. An absolute atol stops
       resolving a state smaller than itself, and one fixed for X cannot follow X past
       the threshold, where the pair's sum holds X only to ε|Y|.
     """
 
-    solver: diffrax.AbstractSolver = RKC2(power_iterations=1)
+    solver: diffrax.AbstractSolver = RKC2(power_iterations=2, reestimate_every=10)
     # Chosen by benchmarks/bench_rod.py: the rod's Jacobian spans about [−3, 0] per GD step
     # (the floor before the onset, X and u along ηλ₁ ≈ 2 after it) while its solution
     # is smooth over many GD steps, so a stabilised method takes steps of several GD
@@ -178,6 +178,11 @@ class RodFlow(AbstractFlow):
     # The spectral radius by a JVP, not by difference quotients of the field: those cost
     # 14% less wall time at η = 0.1 but, in float32 below the threshold (η = 0.02, seeds 0
     # and 3 of MLP-433), overestimated it tenfold (12 gradients per GD step, not 1.3).
+    # One estimate (two power iterations) per 10 accepted steps and after a rejection:
+    # 13-22% less wall time at η = 0.1-0.15 than one iteration every step (11.0× GD
+    # against 15.8× at n = 1377), same distances. One iteration per 10 steps left the
+    # direction unconverged on a 3-parameter quadratic (45% more steps); one per 25
+    # steps cost rejections (benchmarks/README.md, "Rod flow: solver choice").
     # atol is relative to the RMS of X and of u (`error_scale`), absolute for a.
     stepsize_controller: diffrax.AbstractStepSizeController = diffrax.PIDController(
         rtol=1e-3, atol=1e-4
