@@ -8,6 +8,13 @@ step after 50 where half its second difference |w_{k+1} − 2w_k + w_{k−1}|/4 
 and of the rod's predicted iterate X + (−1)^k Y to the discrete iterates, their ratio
 (the issue asks ≥ 5), the rod's onset (first step after 50 with |Y| > 1e-2), and each
 flow's gradients per step. Prints a table and writes benchmarks/optimiser_rod.json.
+
+`python bench_optimiser_rod.py phase [seeds]` runs only the discrete optimisers and asks
+whether their oscillation is the period-2 one a rod can represent: after step 500, the
+second differences o_k = (w_{k+1} − 2w_k + w_{k−1})/4 at their median and 90% quantile,
+and where o_k is large (above half that quantile) the angle between consecutive ones
+(180° for w_k = X + (−1)^k Y; a rotation by θ per step gives θ). Writes
+benchmarks/optimiser_phase.json.
 """
 
 import json
@@ -95,5 +102,31 @@ def main(seeds=(0, 1, 2)):
     (HERE / "optimiser_rod.json").write_text(json.dumps(out, indent=1))
 
 
+def phase(seeds=(0, 1)):
+    rows, out = [], {}
+    for label, opt in SETTINGS.items():
+        for seed in seeds:
+            p = fo.problems.mlp_regression(seed=seed)
+            ds = fo.simulate(
+                p, optimizer=opt, steps=STEPS, flows=(opt.name,), eig_every=STEPS, save_params=True
+            )
+            w = ds.iterates.sel(flow=opt.name).values  # (steps + 1, n)
+            o = (w[2:] - 2 * w[1:-1] + w[:-2]) / 4  # (steps − 1, n): o[i] at step i + 1
+            size = np.linalg.norm(o, axis=1)
+            late = size[500:]
+            q50, q90 = np.quantile(late, 0.5), np.quantile(late, 0.9)
+            cos = np.sum(o[:-1] * o[1:], axis=1) / (size[:-1] * size[1:] + 1e-30)
+            large = (size[:-1] > 0.5 * q90) & (np.arange(len(cos)) >= 500)
+            angle = float(np.degrees(np.arccos(np.median(cos[large]))))
+            out[f"{label} seed {seed}"] = dict(median=float(q50), q90=float(q90), angle=angle)
+            rows.append((label, seed, f"{q50:.2g}", f"{q90:.2g}", f"{angle:.0f}"))
+            print(rows[-1], flush=True)
+    header = ("optimiser", "seed", "|o| median", "|o| 90%", "angle o_k, o_k+1 (°), where large")
+    print(table(rows, header))
+    (HERE / "optimiser_phase.json").write_text(json.dumps(out, indent=1))
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["phase"]:
+        sys.exit(phase(tuple(int(a) for a in sys.argv[2:]) or (0, 1)))
     sys.exit(main(tuple(int(a) for a in sys.argv[1:]) or (0, 1, 2)))
