@@ -102,7 +102,7 @@ def main(seeds=(0, 1, 2)):
     (HERE / "optimiser_rod.json").write_text(json.dumps(out, indent=1))
 
 
-def phase(seeds=(0, 1)):
+def phase(seeds=(0, 1, 2)):
     rows, out = [], {}
     for label, opt in SETTINGS.items():
         for seed in seeds:
@@ -128,5 +128,5 @@ def phase(seeds=(0, 1)):
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["phase"]:
-        sys.exit(phase(tuple(int(a) for a in sys.argv[2:]) or (0, 1)))
+        sys.exit(phase(tuple(int(a) for a in sys.argv[2:]) or (0, 1, 2)))
     sys.exit(main(tuple(int(a) for a in sys.argv[1:]) or (0, 1, 2)))
