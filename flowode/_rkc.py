@@ -132,6 +132,15 @@ class RKC2(diffrax.AbstractAdaptiveSolver[RKCState]):
     spectral_radius: Callable[..., ArrayLike] | None = None
     difference: bool = False
 
+    def __check_init__(self):
+        for name in ("max_stages", "power_iterations", "init_power_iterations", "reestimate_every"):
+            value = getattr(self, name)
+            lowest = 2 if name == "max_stages" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                raise ValueError(f"RKC2: {name} must be an integer >= {lowest}, got {value!r}.")
+        if not self.safety > 0:
+            raise ValueError(f"RKC2: safety must be positive, got {self.safety!r}.")
+
     def order(self, terms):
         return 2
 

@@ -160,3 +160,17 @@ def test_reused_spectral_radius_stays_accurate_as_stiffness_grows(x64, every):
     # One estimate every `every` accepted steps (3 iterations each), plus init's 20.
     assert int(reused.solver_state.n_jvps) <= 20 + 3 * (steps // every + 1)
     assert int(reused.solver_state.n_jvps) < int(fresh.solver_state.n_jvps) / 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(reestimate_every=0), "reestimate_every must be an integer >= 1"),
+        (dict(power_iterations=1.5), "power_iterations must be an integer >= 1"),
+        (dict(max_stages=1), "max_stages must be an integer >= 2"),
+        (dict(safety=0.0), "safety must be positive"),
+    ],
+)
+def test_bad_options_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RKC2(**kwargs)
