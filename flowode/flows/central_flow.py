@@ -25,7 +25,14 @@ from jaxtyping import Array, Bool, Float, Int
 
 from .._codes import RESULTS
 from .._sdcp import _solve as _solve_sdcp
-from .._spectral import OracleCounts, initial_basis, refine_eigs, third_contraction, top_eigs
+from .._spectral import (
+    OracleCounts,
+    initial_basis,
+    refine_eigs,
+    third_contraction,
+    top_eigs,
+    use_dense,
+)
 from ..optimisers import GD, RMSProp
 from ._base import AbstractFlow, FlowCarry
 
@@ -98,6 +105,33 @@ def _gradP(f, w, U, data, j) -> Float[Array, "k k n"]:
     return lax.fori_loop(0, j * (j + 1) // 2, body, jnp.zeros((k, k, n), w.dtype))
 
 
+_MIN_WIDTH = 2  # the narrowest refined block: one critical direction and one to watch
+
+
+def _refine_prefix(f, w, U, data, width, iters, step):
+    """`refine_eigs` on the first `width` columns of U (traced, ≥ `_MIN_WIDTH`) only.
+
+    The rest keep their vectors, with θ = −∞ and HU = 0 there, so that they are never
+    critical: k HVPs become width HVPs (2·width with the Ritz step). One branch per
+    width (`lax.switch`), each a fixed-size solve.
+    """
+    k = U.shape[1]
+
+    def branch(j):
+        def go(_):
+            theta, V, HV, n_hvp = refine_eigs(f, w, U[:, :j], data, iters=iters, step=step)
+            pad = k - j
+            theta = jnp.concatenate([theta, jnp.full((pad,), -jnp.inf, theta.dtype)])
+            V = jnp.concatenate([V, U[:, j:]], axis=1)
+            HV = jnp.concatenate([HV, jnp.zeros((U.shape[0], pad), U.dtype)], axis=1)
+            return theta, V, HV, jnp.asarray(n_hvp, jnp.int32)
+
+        return go
+
+    branches = [branch(j) for j in range(_MIN_WIDTH, k + 1)]
+    return lax.switch(width - _MIN_WIDTH, branches, None)
+
+
 def _sdcp_on_prefix(
     alpha: Float[Array, "k k"], beta: Float[Array, "k k k k"], crit: Bool[Array, " k"], n_crit
 ) -> tuple[Float[Array, "k k"], Float[Array, ""]]:
@@ -139,7 +173,11 @@ class CentralFlow(AbstractFlow):
     `refine="evaluation"` does so at every evaluation), the others take the Ritz pairs
     within span(U) (max_k HVPs; adaptive steps, which need not meet integer times, refine
     at every evaluation), and the state relaxes to that basis at `basis_rate`
-    (default 1/dt0, so Euler replaces it at every step). Eigenvalues
+    (default 1/dt0, so Euler replaces it at every step). With `adaptive_width` (default)
+    only the first `width` columns are refined and cost HVPs: the tracked ones (ηλ ≥
+    `track_threshold`) and one more to watch the next rise, at least 2; the width is
+    carried in the state and follows the tracked count at every evaluation, and the
+    columns past it wait, unchanged, until a rise brings them in. Eigenvalues
     with ηλ above `sdcp_threshold` form the critical set; `track_threshold` flags when
     every slot is above it, i.e. when `max_k` may be too small to see the next one rise.
 
@@ -155,7 +193,10 @@ class CentralFlow(AbstractFlow):
     critical directions. With Euler at a constant step that divides a GD step, the
     evaluation at each integer time is taken at the end of the step before and kept in
     the carry (`CentralCache`): it is the next step's first stage and this step's
-    observables, so observing central flow costs no evaluation of its own.
+    observables, so observing central flow costs no evaluation of its own. The HVPs are
+    per refined column (`adaptive_width`): with one critical direction and max_k = 4 that
+    halves them (MLP-433: 10 HVPs per GD step against 20, 40-41× GD's wall time against
+    52×, the same path to 4 digits; benchmarks/README.md).
     """
 
     name: ClassVar[str] = "central"
@@ -165,6 +206,7 @@ class CentralFlow(AbstractFlow):
     sdcp_threshold: float = 1.95
     ritz_iters: int = 1
     refine: str = "gd_step"
+    adaptive_width: bool = True
     basis_rate: float | None = None
     solver: diffrax.AbstractSolver = diffrax.Euler()
     stepsize_controller: diffrax.AbstractStepSizeController = diffrax.ConstantStepSize()
@@ -190,24 +232,35 @@ class CentralFlow(AbstractFlow):
             )
         if self.dt0 is None and self.basis_rate is None:
             raise ValueError("CentralFlow: give basis_rate when dt0 is None.")
+        if not isinstance(self.adaptive_width, bool):
+            raise TypeError(
+                f"CentralFlow: adaptive_width must be True or False, got {self.adaptive_width!r}."
+            )
 
-    def terms(self, f, w, U, lr, data, drift=None, refine=True) -> CentralTerms:
+    def terms(self, f, w, U, lr, data, drift=None, refine=True, width=None) -> CentralTerms:
         """Gradient, refined eigenbasis, ∇P, X and the velocity at w (basis warm start U).
 
         `drift(U, HU) -> (α', β')`: a change of P that does not come from w's motion (an
         adaptive preconditioner's), added to the SDCP as dP/dt = −(α' + β'[X]).
         `refine` (a bool, may be traced): take the Ritz step(s) from U (2k HVPs for one
-        step), or only the Ritz pairs within span(U) (k HVPs).
+        step), or only the Ritz pairs within span(U) (k HVPs). `width` (traced, or None
+        for all k): refine only U's first `width` columns (`_refine_prefix`).
         """
         loss, g = jax.value_and_grad(f)(w, data)
-        theta, U, HU, n_hvp = refine_eigs(f, w, U, data, iters=self.ritz_iters, step=refine)
+        if width is None:
+            theta, U, HU, n_hvp = refine_eigs(f, w, U, data, iters=self.ritz_iters, step=refine)
+        else:
+            theta, U, HU, n_hvp = _refine_prefix(f, w, U, data, width, self.ritz_iters, refine)
         crit = lr * theta > self.sdcp_threshold  # a prefix: θ is sorted
         n_crit = jnp.sum(crit)
         k = theta.shape[0]
         G = _gradP(f, w, U, data, n_crit)
         n_third = n_crit * (n_crit + 1) // 2
-        P = U.T @ HU  # (k, k), ≈ diag(θ)
+        P = U.T @ HU  # (k, k), ≈ diag(θ); 0 outside the refined block (HU = 0 there)
         P = 0.5 * (P + P.T)
+        if width is not None:
+            live = jnp.isfinite(theta)
+            P = jnp.where(live[:, None] & live[None, :], P, 0)
         eye = jnp.eye(k, dtype=w.dtype)
         alpha = self.kappa * (2 / lr * eye - P) + lr * jnp.einsum("ijn,n->ij", G, g)
         beta = 0.5 * lr * jnp.einsum("ijn,kln->ijkl", G, G)
@@ -281,10 +334,22 @@ class CentralFlow(AbstractFlow):
         k = min(self.max_k, n)
         nu = opt.init(w0, jax.grad(f)(w0, data)) if isinstance(opt, RMSProp) else None
         f_s, z0, _, _ = self._geometry(f, opt, w0, nu, jnp.zeros((), w0.dtype))
-        _, U, n_hvp = top_eigs(f_s, z0, initial_basis(n, k, w0.dtype), data, maxiter=200)
-        # [HVP rate, third rate, init HVPs, time without an SDCP solution]
-        counters = jnp.zeros(4, w0.dtype).at[2].set(n_hvp)
+        theta, U, n_hvp = top_eigs(f_s, z0, initial_basis(n, k, w0.dtype), data, maxiter=200)
+        # [HVP rate, third rate, init HVPs, time without an SDCP solution, refined width]
+        lr0 = opt.learning_rate(jnp.zeros((), w0.dtype)) if nu is None else 1.0
+        width = self._next_width(lr0 * theta, k)
+        counters = jnp.zeros(5, w0.dtype).at[2].set(n_hvp).at[4].set(width)
         return (w0, U, counters) if nu is None else (w0, U, counters, nu)
+
+    def _adaptive(self, n: int, k: int) -> bool:
+        """Whether the refined block follows the tracked count (not on the dense path,
+        where every eigenpair comes from one dense solve, nor below `_MIN_WIDTH` + 1)."""
+        return self.adaptive_width and k > _MIN_WIDTH and not use_dense(n, 2 * k)
+
+    def _next_width(self, scaled_theta, k):
+        """The tracked count (ηλ ≥ `track_threshold`) plus one to watch, in [2, k]."""
+        tracked = jnp.sum(scaled_theta >= self.track_threshold)
+        return jnp.clip(tracked + 1, min(_MIN_WIDTH, k), k)
 
     def vector_field(self, f, t, y, opt, data):
         return self._evaluate(f, t, y, opt, data)[0]
@@ -300,11 +365,20 @@ class CentralFlow(AbstractFlow):
             frac = t - jnp.floor(t)
             refine = (frac < 1e-3) | (frac > 1 - 1e-3)
         drift = self._drift(f_s, z, s, opt, nu, t, data)
-        c = self.terms(f_s, z, U, lr, data, drift, refine)
-        sign = jnp.where(jnp.sum(c.U * U, axis=0) < 0, -1, 1).astype(U.dtype)
+        n, k = U.shape
         rate = self.basis_rate if self.basis_rate is not None else 1.0 / self.dt0
+        if self._adaptive(n, k):
+            width = jnp.clip(jnp.round(counters[4]), _MIN_WIDTH, k).astype(jnp.int32)
+            c = self.terms(f_s, z, U, lr, data, drift, refine, width)
+            # The width relaxes to the new tracked count as U does (Euler: replaced).
+            d_width = rate * (self._next_width(lr * c.theta, k) - counters[4])
+        else:
+            c = self.terms(f_s, z, U, lr, data, drift, refine)
+            d_width = 0
+        sign = jnp.where(jnp.sum(c.U * U, axis=0) < 0, -1, 1).astype(U.dtype)
         no_solution = ~jnp.all(jnp.isfinite(c.X))
-        d_counters = jnp.stack([c.n_hvp, c.n_third, 0, no_solution]).astype(counters.dtype)
+        d_counters = jnp.stack([c.n_hvp, c.n_third, 0, no_solution, d_width])
+        d_counters = d_counters.astype(counters.dtype)
         if nu is None:
             return (c.velocity, rate * (c.U * sign - U), d_counters), c, s
         # RMSProp: dw/dt = s ⊙ dz/dt; ν follows E[g²] = g² + diag(HΣH), with ∇L = ∇_z/s
@@ -318,8 +392,9 @@ class CentralFlow(AbstractFlow):
         return jnp.linalg.norm(y[0])
 
     def restart(self, y):
-        # The counters integrate oracle calls per unit time over one GD step.
-        return (y[0], y[1], jnp.zeros_like(y[2]), *y[3:])
+        # The counters integrate oracle calls per unit time over one GD step; the refined
+        # width is state, kept.
+        return (y[0], y[1], jnp.zeros_like(y[2]).at[4].set(y[2][4]), *y[3:])
 
     def init_counts(self, y0):
         return OracleCounts(n_hvp=jnp.round(y0[2][2]).astype(jnp.int32))
@@ -411,6 +486,9 @@ class CentralFlow(AbstractFlow):
     def eigs(self, state, k):
         cache = state.cache
         if cache is None or cache.theta is None or k > self.max_k:
+            return None
+        n, max_k = cache.U.shape
+        if self._adaptive(n, max_k) and k > _MIN_WIDTH:  # columns past the width are stale
             return None
         return cache.theta[:k], cache.U[:, :k]
 
