@@ -56,8 +56,12 @@ def main():
     full = dict(adaptive_width=False)
     schemes = {
         "Euler dt=1/4, max_k=4, refined at every evaluation": fo.CentralFlow(**every),
-        "Euler dt=1/4, max_k=4, refined once per GD step, all 4 columns": fo.CentralFlow(**full),
-        "Euler dt=1/4, max_k=4, once per GD step, tracked columns + 1 (default)": fo.CentralFlow(),
+        "Euler dt=1/4, max_k=4, refined once per GD step, all 4 columns (default)": fo.CentralFlow(
+            **full
+        ),
+        "Euler dt=1/4, max_k=4, once per GD step, 2 columns while one is tracked": fo.CentralFlow(
+            adaptive_width=True
+        ),
         "Euler dt=1/4, max_k=2, refined once per GD step": fo.CentralFlow(max_k=2),
         "Euler dt=1/2, kappa=2": fo.CentralFlow(dt0=0.5, kappa=2.0),
         "Heun dt=1, kappa=1": fo.CentralFlow(solver=diffrax.Heun(), dt0=1.0, kappa=1.0),

@@ -235,15 +235,15 @@ def test_basis_is_refined_once_per_gd_step(x64, adaptive):
 
 
 def test_refined_width_follows_the_tracked_eigenvalues(x64):
-    # ½Σλw² with ηλ = 1.9, 1.7, 1.6, 0.5-1.0 (100 parameters, past the dense path): three
-    # tracked (ηλ ≥ 1.5), so the width is 4 = max_k; with ηλ₂ below 1.5 it is 2. The
-    # refined columns' eigenvalues are exact, and the path is the full-width flow's.
+    # ½Σλw² with ηλ = 1.9, 1.7, 1.6, 0.5-1.0 (100 parameters, past the dense path): more
+    # than one tracked (ηλ ≥ 1.5), so the width is max_k = 4; with ηλ₂ below 1.5 it is 2.
+    # The refined columns' eigenvalues are exact, and the path is the full-width flow's.
     rest = list(np.linspace(0.5, 1.0, 97))
     for top, width in (([1.9, 1.7, 1.6], 4), ([1.9, 1.2, 1.1], 2)):
         lam = np.array(top + rest) / 0.1
         p = fo.problems.quadratic(lam, np.ones(100), dtype=jnp.float64)
         f, w0, d, opt = p.flat_loss, p.flat_w0, p.data, fo.GD(0.1)
-        flow = fo.CentralFlow(max_k=4)
+        flow = fo.CentralFlow(max_k=4, adaptive_width=True)
         y = flow.init(f, w0, opt, d)
         assert float(y[2][4]) == width
         dy = flow.vector_field(f, jnp.asarray(3.0), y, opt, d)
@@ -365,10 +365,9 @@ def _quartic_copies(k, bulk=200, dtype=jnp.float32):
 def test_float32_divergence_with_many_critical_directions_says_use_float64():
     # Eight quartics turn critical together (all eight by step 20); in float32 central flow
     # holds ηS at 2 for a while, then diverges, and the result says to run in float64.
-    # When is a matter of rounding: 97 here, 257 before the refined width followed the
-    # tracked count, 52 without it and 97 with it when eigenvalues are observed at every
-    # step (a different compiled program), 31 when the basis was refined at every
-    # evaluation (benchmarks/bench_scaling.py).
+    # When is a matter of rounding: 257 here, 97 with `adaptive_width=True`, 52 and 97
+    # when eigenvalues are observed at every step (a different compiled program), 31 when
+    # the basis was refined at every evaluation (benchmarks/bench_scaling.py).
     p = _quartic_copies(8)
     with pytest.warns(UserWarning, match="Run it in float64"):
         ds = fo.simulate(p, lr=1.0, steps=400, flows=(fo.CentralFlow(max_k=10),), eig_every=400)

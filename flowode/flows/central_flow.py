@@ -109,11 +109,12 @@ _MIN_WIDTH = 2  # the narrowest refined block: one critical direction and one to
 
 
 def _refine_prefix(f, w, U, data, width, iters, step):
-    """`refine_eigs` on the first `width` columns of U (traced, ≥ `_MIN_WIDTH`) only.
+    """`refine_eigs` on the first `width` columns of U (traced: `_MIN_WIDTH` or all k).
 
     The rest keep their vectors, with θ = −∞ and HU = 0 there, so that they are never
-    critical: k HVPs become width HVPs (2·width with the Ritz step). One branch per
-    width (`lax.switch`), each a fixed-size solve.
+    critical: k HVPs become width HVPs (2·width with the Ritz step). Two branches, each
+    a fixed-size solve: a branch for every width between cost 4.5 s more compilation
+    on MLP-433 (17.2 s against 12.7 s) for no gain there (`bench_central.py`).
     """
     k = U.shape[1]
 
@@ -128,8 +129,7 @@ def _refine_prefix(f, w, U, data, width, iters, step):
 
         return go
 
-    branches = [branch(j) for j in range(_MIN_WIDTH, k + 1)]
-    return lax.switch(width - _MIN_WIDTH, branches, None)
+    return lax.cond(width > _MIN_WIDTH, branch(k), branch(_MIN_WIDTH), None)
 
 
 def _sdcp_on_prefix(
@@ -173,11 +173,12 @@ class CentralFlow(AbstractFlow):
     `refine="evaluation"` does so at every evaluation), the others take the Ritz pairs
     within span(U) (max_k HVPs; adaptive steps, which need not meet integer times, refine
     at every evaluation), and the state relaxes to that basis at `basis_rate`
-    (default 1/dt0, so Euler replaces it at every step). With `adaptive_width` (default)
-    only the first `width` columns are refined and cost HVPs: the tracked ones (ηλ ≥
-    `track_threshold`) and one more to watch the next rise, at least 2; the width is
-    carried in the state and follows the tracked count at every evaluation, and the
-    columns past it wait, unchanged, until a rise brings them in. Eigenvalues
+    (default 1/dt0, so Euler replaces it at every step). With `adaptive_width=True`
+    only the first 2 columns are refined and cost HVPs while at most one eigenvalue is
+    tracked (ηλ ≥ `track_threshold`): it and one more to watch the next rise; once a
+    second is tracked, all max_k are. The width is carried in the state and follows the
+    tracked count at every evaluation; the columns past it wait, unchanged, until a rise
+    brings them in. Eigenvalues
     with ηλ above `sdcp_threshold` form the critical set; `track_threshold` flags when
     every slot is above it, i.e. when `max_k` may be too small to see the next one rise.
 
@@ -194,9 +195,12 @@ class CentralFlow(AbstractFlow):
     evaluation at each integer time is taken at the end of the step before and kept in
     the carry (`CentralCache`): it is the next step's first stage and this step's
     observables, so observing central flow costs no evaluation of its own. The HVPs are
-    per refined column (`adaptive_width`): with one critical direction and max_k = 4 that
-    halves them (MLP-433: 10 HVPs per GD step against 20, 40-41× GD's wall time against
-    52×, the same path to 4 digits; benchmarks/README.md).
+    per refined column: with one tracked direction and max_k = 4, `adaptive_width=True`
+    halves them (MLP-433: 10 HVPs per GD step against 20, 41× GD's wall time against 54×,
+    the same path to 4 digits), but it compiles a second refinement, 2.5 s more for a
+    first `simulate` of four flows (26 s against 23.5 s), and where two or more
+    eigenvalues are tracked, as on the digits MLP, it saves nothing: not the default
+    (benchmarks/README.md, "Central flow: integration scheme").
     """
 
     name: ClassVar[str] = "central"
@@ -206,7 +210,7 @@ class CentralFlow(AbstractFlow):
     sdcp_threshold: float = 1.95
     ritz_iters: int = 1
     refine: str = "gd_step"
-    adaptive_width: bool = True
+    adaptive_width: bool = False
     basis_rate: float | None = None
     solver: diffrax.AbstractSolver = diffrax.Euler()
     stepsize_controller: diffrax.AbstractStepSizeController = diffrax.ConstantStepSize()
@@ -347,9 +351,10 @@ class CentralFlow(AbstractFlow):
         return self.adaptive_width and k > _MIN_WIDTH and not use_dense(n, 2 * k)
 
     def _next_width(self, scaled_theta, k):
-        """The tracked count (ηλ ≥ `track_threshold`) plus one to watch, in [2, k]."""
+        """2 while at most one eigenvalue is tracked (ηλ ≥ `track_threshold`): it and one
+        to watch; else all k."""
         tracked = jnp.sum(scaled_theta >= self.track_threshold)
-        return jnp.clip(tracked + 1, min(_MIN_WIDTH, k), k)
+        return jnp.where(tracked + 1 <= _MIN_WIDTH, min(_MIN_WIDTH, k), k)
 
     def vector_field(self, f, t, y, opt, data):
         return self._evaluate(f, t, y, opt, data)[0]
