@@ -365,9 +365,9 @@ def _quartic_copies(k, bulk=200, dtype=jnp.float32):
 def test_float32_divergence_with_many_critical_directions_says_use_float64():
     # Eight quartics turn critical together (all eight by step 20); in float32 central flow
     # holds ηS at 2 for a while, then diverges, and the result says to run in float64.
-    # When is a matter of rounding: 257 here, 97 with `adaptive_width=True`, 52 and 97
-    # when eigenvalues are observed at every step (a different compiled program), 31 when
-    # the basis was refined at every evaluation (benchmarks/bench_scaling.py).
+    # When is a matter of rounding: 52 here, 257 before the state's counter vector gained
+    # an entry (nothing else changed), 97 in a version of `adaptive_width=True`, 31 when
+    # the basis was refined at every evaluation (benchmarks/README.md, "Central flow").
     p = _quartic_copies(8)
     with pytest.warns(UserWarning, match="Run it in float64"):
         ds = fo.simulate(p, lr=1.0, steps=400, flows=(fo.CentralFlow(max_k=10),), eig_every=400)
