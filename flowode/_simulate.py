@@ -440,14 +440,19 @@ def _checkpoint(state) -> dict[str, np.ndarray]:
 
 def _restore(like, arrays):
     leaves, treedef = jax.tree_util.tree_flatten(like)
-    if len(arrays) != len(leaves):
+    names = [f"leaf_{i:04d}" for i in range(len(leaves))]
+    fits = len(arrays) == len(leaves) and all(
+        name in arrays and np.size(arrays[name]) == np.size(leaf)
+        for name, leaf in zip(names, leaves, strict=True)
+    )
+    if not fits:  # another number of leaves, or a leaf of another size
         raise ValueError(
             "the run file's checkpoint does not fit this run's state; it was written by "
             "another version of flowode or with other flows. Start a new file."
         )
     values = [
-        jnp.asarray(arrays[f"leaf_{i:04d}"], dtype=leaf.dtype).reshape(leaf.shape)
-        for i, leaf in enumerate(leaves)
+        jnp.asarray(arrays[name], dtype=leaf.dtype).reshape(leaf.shape)
+        for name, leaf in zip(names, leaves, strict=True)
     ]
     return jax.tree_util.tree_unflatten(treedef, values)
 

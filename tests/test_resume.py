@@ -204,3 +204,20 @@ def test_a_kill_inside_an_append_leaves_the_totals_of_the_completed_step(tmp_pat
     for name, values in want.items():
         np.testing.assert_array_equal(loaded[name].values, values, err_msg=name)
     assert int(loaded.n_grad.sel(flow="gd")) == 20
+
+
+def test_a_checkpoint_of_another_layout_is_refused_in_one_sentence():
+    # A run file from another version of flowode: one leaf more, or a leaf of another size
+    # (central flow's counters went from 4 to 5 entries), both say to start a new file.
+    from flowode._simulate import _restore
+
+    like = (jnp.zeros(4), jnp.zeros(()))
+    ok = {"leaf_0000": np.arange(4.0), "leaf_0001": np.asarray(2.0)}
+    assert float(_restore(like, ok)[1]) == 2.0
+    for arrays in (
+        {**ok, "leaf_0002": np.zeros(3)},
+        {"leaf_0000": np.arange(5.0), "leaf_0001": np.asarray(2.0)},
+        {"leaf_0000": np.arange(4.0), "leaf_0009": np.asarray(2.0)},
+    ):
+        with pytest.raises(ValueError, match="does not fit this run's state.*Start a new file"):
+            _restore(like, arrays)
