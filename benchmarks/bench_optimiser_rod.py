@@ -38,6 +38,12 @@ SETTINGS = {
 }
 
 
+def second_differences(w):
+    """o_k = (w_{k+1} − 2w_k + w_{k−1})/4 of the iterates w (steps + 1, n): (steps − 1, n),
+    o[i] at step i + 1; for w_k = X + (−1)^k Y it is ±Y."""
+    return (w[2:] - 2 * w[1:-1] + w[:-2]) / 4
+
+
 def first(mask, start=50):
     idx = np.nonzero(mask[start:])[0]
     return int(idx[0]) + start if len(idx) else None
@@ -57,7 +63,7 @@ def main(seeds=(0, 1, 2)):
                 save_params=True,
             )
             w = ds.iterates.sel(flow=opt.name).values  # (steps + 1, n)
-            osc = np.linalg.norm(w[2:] - 2 * w[1:-1] + w[:-2], axis=1) / 4
+            osc = np.linalg.norm(second_differences(w), axis=1)
             onset = first(np.concatenate([[0.0], osc, [0.0]]) > 1e-2)
             rod_onset = first(ds.rod_length.sel(flow="rod").values > 1e-2)
             eff = ds.effective_sharpness.sel(flow=opt.name).values[-300:]
@@ -111,7 +117,7 @@ def phase(seeds=(0, 1, 2)):
                 p, optimizer=opt, steps=STEPS, flows=(opt.name,), eig_every=STEPS, save_params=True
             )
             w = ds.iterates.sel(flow=opt.name).values  # (steps + 1, n)
-            o = (w[2:] - 2 * w[1:-1] + w[:-2]) / 4  # (steps − 1, n): o[i] at step i + 1
+            o = second_differences(w)
             size = np.linalg.norm(o, axis=1)
             late = size[500:]
             q50, q90 = np.quantile(late, 0.5), np.quantile(late, 0.9)

@@ -113,8 +113,8 @@ def _refine_prefix(f, w, U, data, width, iters, step):
 
     The rest keep their vectors, with θ = −∞ and HU = 0 there, so that they are never
     critical: k HVPs become width HVPs (2·width with the Ritz step). Two branches, each
-    a fixed-size solve: a branch for every width between cost 4.5 s more compilation
-    on MLP-433 (17.2 s against 12.7 s) for no gain there (`bench_central.py`).
+    a fixed-size solve; one branch per width (2, 3, ..., k) compiled 4.5 s more on
+    MLP-433 (17.2 s against 12.7 s) for no gain there (`bench_central.py`).
     """
     k = U.shape[1]
 
@@ -260,9 +260,9 @@ class CentralFlow(AbstractFlow):
         k = theta.shape[0]
         G = _gradP(f, w, U, data, n_crit)
         n_third = n_crit * (n_crit + 1) // 2
-        P = U.T @ HU  # (k, k), ≈ diag(θ); 0 outside the refined block (HU = 0 there)
+        P = U.T @ HU  # (k, k), ≈ diag(θ)
         P = 0.5 * (P + P.T)
-        if width is not None:
+        if width is not None:  # 0 outside the refined block, rows and columns alike
             live = jnp.isfinite(theta)
             P = jnp.where(live[:, None] & live[None, :], P, 0)
         eye = jnp.eye(k, dtype=w.dtype)
