@@ -13,6 +13,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jaxtyping import Array, Bool, Float, Int, PyTree, Scalar
 
@@ -98,6 +99,10 @@ def start(
     return carry, stats
 
 
+def _all_finite(tree: PyTree[Array]) -> Bool[Array, ""]:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
 def integrate(
     solver: diffrax.AbstractSolver,
     controller: diffrax.AbstractStepSizeController,
@@ -128,6 +133,7 @@ def integrate(
     error_order = solver.error_order(term)
     per_step = _evals_per_step(solver)
     counts_state = hasattr(carry.solver_state, "n_evals")  # flowode's RKC2 counts exactly
+    constant = isinstance(controller, diffrax.ConstantStepSize)
     snap = 100 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(t1), 1)
 
     def cond(state):
@@ -146,8 +152,14 @@ def integrate(
             y0_s, y1_s, err_s = c.y, y1, y_err
         else:
             s, relative = scales
+
             # A leaf that is not relative is seen as of size 1: held to atol + rtol.
-            view = lambda x, d, r: x / d if r else jnp.ones_like(x)  # noqa: E731
+            # `relative` is a bool per leaf, or a NumPy mask per element of one.
+            def view(x, d, r):
+                if np.ndim(r) == 0:
+                    return x / d if r else jnp.ones_like(x)
+                return jnp.where(r, x / d, 1)
+
             y0_s, y1_s = (jax.tree_util.tree_map(view, y, s, relative) for y in (c.y, y1))
             err_s = jax.tree_util.tree_map(lambda x, d: x / d, y_err, s)
         keep, next_t0, next_t1, made_jump, controller_state, ctrl_result = (
@@ -156,6 +168,16 @@ def integrate(
             )
         )
         dt = (next_t1 - next_t0).astype(dtype)
+        # A trial step that overflowed (an unstable step: too long for the stiffness it
+        # met) has no error estimate for the controller to scale by; its NaN would become
+        # the next step size and every later one. Reject it and retry a quarter as long.
+        # (A constant step keeps it: `failed` then reports the divergence.)
+        finite = _all_finite((y1, y_err)) | jnp.asarray(constant)
+        keep = keep & finite
+        dt = jnp.where(finite, dt, c.dt / 4)
+        controller_state = jax.tree_util.tree_map(
+            lambda x, z: jnp.where(finite, x, z), controller_state, c.controller_state
+        )
         # A step snapped to t1 says nothing about the step size the solution allows.
         snapped = t_next < t + c.dt
         dt = jnp.where(keep & snapped, jnp.maximum(dt, c.dt), dt)

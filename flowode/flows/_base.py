@@ -175,6 +175,57 @@ def _tree_norm(y: State) -> Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in leaves))
 
 
+class _Flat:
+    """How the solver sees a flow's state: one vector when all its leaves share one
+    floating dtype, else the pytree as it is.
+
+    Each tree operation of a solver step (its stages' linear combinations, the error
+    estimate and its norm, the controller's selects, the dense output) is then one array
+    operation instead of one per leaf: rod flow on MLP-433 took 3.2-3.3× GD's wall time
+    against 3.4-3.8× with its three leaves (alternating runs, 2 CPU cores). The error
+    norm is the same RMS over all elements, so the steps are those of the pytree.
+    """
+
+    def __init__(self, template: State | None):
+        leaves = [] if template is None else jax.tree_util.tree_leaves(template)
+        dtypes = {jnp.result_type(x) for x in leaves}
+        self.on = (
+            len(leaves) > 1 and len(dtypes) == 1 and jnp.issubdtype(dtypes.pop(), jnp.floating)
+        )
+        if self.on:
+            self.treedef = jax.tree_util.tree_structure(template)
+            self.shapes = [jnp.shape(x) for x in leaves]
+            self.sizes = [int(np.prod(s)) for s in self.shapes]
+
+    def ravel(self, tree: State) -> PyTree[Array]:
+        if not self.on:
+            return tree
+        return jnp.concatenate([jnp.ravel(x) for x in jax.tree_util.tree_leaves(tree)])
+
+    def unravel(self, y: PyTree[Array]) -> State:
+        if not self.on:
+            return y
+        parts = jnp.split(y, np.cumsum(self.sizes)[:-1])
+        leaves = [jnp.reshape(x, s) for x, s in zip(parts, self.shapes, strict=True)]
+        return jax.tree_util.tree_unflatten(self.treedef, leaves)
+
+    def scales(self, out):
+        """`AbstractFlow.error_scale`'s per-leaf (scales, relative) laid out as the state:
+        per element, a scale and (as a NumPy mask) whether it is relative."""
+        if out is None or not self.on:
+            return out
+        scales, relative = out
+        s = [
+            jnp.broadcast_to(x, shape).ravel()
+            for x, shape in zip(jax.tree_util.tree_leaves(scales), self.shapes, strict=True)
+        ]
+        r = [
+            np.full(size, bool(x))
+            for x, size in zip(jax.tree_util.tree_leaves(relative), self.sizes, strict=True)
+        ]
+        return jnp.concatenate(s), np.concatenate(r)
+
+
 class FlowCarry(eqx.Module):
     """An ODE flow's carry: its state at the current GD step, the solver's carry (which
     may be ahead of it), the blow-up bound and the solver steps taken so far."""
@@ -266,15 +317,19 @@ class AbstractFlow(AbstractProcess):
         if not (isinstance(self.blowup, int | float) and self.blowup > 0):
             raise ValueError(f"{name}: blowup must be a positive number, got {self.blowup!r}.")
 
-    def _term(self, f, k, first=None):
+    def _term(self, f, k, first=None, flat=None):
         # Each GD step is solved in local time τ ∈ [0, 1], so time stays exact at any k.
+        # The solver sees the state as `flat` lays it out (one vector where it can).
+        flat = _Flat(None) if flat is None else flat
+
         def field(tau, y, args):
-            return self.vector_field(f, k + tau, y, *args)
+            return flat.ravel(self.vector_field(f, k + tau, flat.unravel(y), *args))
 
         if first is None:
             return diffrax.ODETerm(field)
         # `first`: the field at τ = 0, evaluated already (a constant step that divides 1
         # starts every GD step at τ = 0 exactly, from the state it was evaluated at).
+        first = flat.ravel(first)
         return diffrax.ODETerm(
             lambda tau, y, args: lax.cond(tau == 0, lambda: first, lambda: field(tau, y, args))
         )
@@ -302,11 +357,17 @@ class AbstractFlow(AbstractProcess):
         y0 = self.init(f, w0, opt, data)
         dtype = w0.dtype
         self._check_tolerance(y0, dtype)
-        term = self._term(f, jnp.zeros((), dtype))
+        flat = _Flat(y0)
+        term = self._term(f, jnp.zeros((), dtype), flat=flat)
         solve, stats = _integrate.start(
-            self.solver, self.stepsize_controller, term, self.restart(y0), (opt, data), self.dt0
+            self.solver,
+            self.stepsize_controller,
+            term,
+            flat.ravel(self.restart(y0)),
+            (opt, data),
+            self.dt0,
         )
-        solve = eqx.tree_at(lambda s: s.y, solve, y0)
+        solve = eqx.tree_at(lambda s: s.y, solve, flat.ravel(y0))
         bound = jnp.asarray(self.blowup * (1.0 + self.size(y0)), dtype)
         counts = self.counts(y0, stats.n_evals, stats.n_jvps)
         counts = counts.plus(self.init_counts(y0))
@@ -315,29 +376,33 @@ class AbstractFlow(AbstractProcess):
     def advance(self, f, carry, opt, data, k, first=None):
         """As `AbstractProcess.advance`; `first` is the field at step k if known already."""
         dtype = carry.bound.dtype
-        solve = eqx.tree_at(lambda s: s.y, carry.solve, self.restart(carry.solve.y))
+        flat = _Flat(carry.y)
+        restarted = flat.ravel(self.restart(flat.unravel(carry.solve.y)))
+        solve = eqx.tree_at(lambda s: s.y, carry.solve, restarted)
 
         def failed(y):
+            y = flat.unravel(y)
             return jnp.logical_not(_is_finite_tree(y)) | (self.size(y) > carry.bound)
 
         solve, y, stats, result = _integrate.integrate(
             self.solver,
             self.stepsize_controller,
-            self._term(f, jnp.asarray(k, dtype), first),
+            self._term(f, jnp.asarray(k, dtype), first, flat),
             solve,
             1.0,
             (opt, data),
             max_steps=self._max_steps(k) - carry.steps_taken,
             failed=failed,
-            scale=self.error_scale,
+            scale=lambda y: flat.scales(self.error_scale(flat.unravel(y))),
         )
-        result = self.explain(solve.y, result)
+        end = flat.unravel(solve.y)
+        result = self.explain(end, result)
         # Past a failure the state is not a solution: make it non-finite from here on.
         bad = result != RESULTS.successful
         nan = lambda tree: jax.tree_util.tree_map(lambda x: jnp.where(bad, jnp.nan, x), tree)
-        y = nan(y)
+        y = nan(flat.unravel(y))
         solve = _integrate.shift(eqx.tree_at(lambda s: s.y, solve, nan(solve.y)), 1.0)
-        counts = self.counts(solve.y, stats.n_evals, stats.n_jvps)
+        counts = self.counts(end, stats.n_evals, stats.n_jvps)
         taken = carry.steps_taken + stats.n_steps
         return FlowCarry(y, solve, carry.bound, taken), counts, result
 
