@@ -174,3 +174,43 @@ def test_reused_spectral_radius_stays_accurate_as_stiffness_grows(x64, every):
 def test_bad_options_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         RKC2(**kwargs)
+
+
+def _recursion_coefficients(s):
+    """RKC2's stage coefficients by the Chebyshev recursions, stage by stage (float64)."""
+    w0 = 1 + (2 / 13) / s**2
+    T, dT, d2T = [1.0, w0], [0.0, 1.0], [0.0, 0.0]
+    for _ in range(2, s + 1):
+        T.append(2 * w0 * T[-1] - T[-2])
+        dT.append(2 * w0 * dT[-1] - dT[-2] + 2 * T[-2])
+        d2T.append(2 * w0 * d2T[-1] - d2T[-2] + 4 * dT[-2])
+    w1 = dT[s] / d2T[s]
+    b = [1 / (2 * w0) ** 2] * 2 + [d2T[j] / dT[j] ** 2 for j in range(2, s + 1)]
+    rows, th = {}, [0.0, w1 * b[1]]
+    for j in range(2, s + 1):
+        mu, nu = 2 * w0 * b[j] / b[j - 1], -b[j] / b[j - 2]
+        mus = mu * w1 / w0
+        a = 1 - T[j - 1] * b[j - 1]
+        rows[j] = (1 - mu - nu, mu, nu, mus, -a * mus, th[j - 1])
+        th.append(mu * th[j - 1] + nu * th[j - 2] + mus * (1 - a))
+    return w1, rows, th[s], w1 * b[1]
+
+
+@pytest.mark.parametrize("s", [2, 3, 7, 40, 200])
+def test_stage_coefficients_match_the_chebyshev_recursions(x64, s):
+    # The closed form (series for T_j'') against the recursions RKC is defined by, to
+    # float64 rounding; and the last stage lands at the step's end (c_s = 1).
+    from flowode._rkc import _stage_coefficients
+
+    w1, coef = _stage_coefficients(jnp.asarray(s), 200, jnp.float64)
+    w1_ref, rows, c_s, mus_1 = _recursion_coefficients(s)
+    np.testing.assert_allclose(float(w1), w1_ref, rtol=1e-12)
+    np.testing.assert_allclose(float(coef[1, 3]), mus_1, rtol=1e-12)
+    for j, row in rows.items():
+        np.testing.assert_allclose(np.asarray(coef[j]), row, rtol=1e-10, atol=1e-12)
+    assert abs(c_s - 1) < 1e-12
+    # float32: the same to float32 rounding (1 − μ − ν is a difference of terms near 2).
+    _, coef_32 = _stage_coefficients(jnp.asarray(s), 200, jnp.float32)
+    np.testing.assert_allclose(
+        np.asarray(coef_32[2 : s + 1]), np.asarray(coef[2 : s + 1]), rtol=2e-5, atol=1e-5
+    )
