@@ -43,6 +43,9 @@ class AbsoluteAtolRod(fo.RodFlow):
 def solvers():
     return {
         "RKC2, 2 JVPs per 10 steps (default)": fo.RodFlow(),
+        "RKC2, u held as X, safety 0.9 (before)": fo.RodFlow(
+            direction_tolerance=1.0, stepsize_controller=pid(rtol=1e-3, atol=1e-4)
+        ),
         "RKC2, 1 JVP every step (before)": fo.RodFlow(solver=fo.RKC2(power_iterations=1)),
         "RKC2, difference power iteration": fo.RodFlow(
             solver=fo.RKC2(power_iterations=1, difference=True)

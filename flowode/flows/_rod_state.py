@@ -27,18 +27,22 @@ def unit(u: Float[Array, " n"]) -> tuple[Float[Array, " n"], Scalar]:
     return u / norm, norm
 
 
-def tolerance_scales(y) -> tuple[tuple[Scalar, Scalar, Scalar], tuple[bool, bool, bool]]:
+def tolerance_scales(
+    y, direction_factor: float = 1.0
+) -> tuple[tuple[Scalar, Scalar, Scalar], tuple[bool, bool, bool]]:
     """Tolerance scales of a state (X, a, U) with Y = U e^a (`AbstractFlow.error_scale`).
 
     X at the iterate's RMS √(‖X‖² + |Y|²)/√n, where GD itself rounds (past the threshold
-    |Y| ≫ |X| and the pair's sum holds X only to ε|Y|); U at its own RMS; the
-    log-amplitudes a held to atol + rtol whatever their size (their error is relative).
+    |Y| ≫ |X| and the pair's sum holds X only to ε|Y|); U at its own RMS times
+    `direction_factor` (its tolerance that many times X's); the log-amplitudes a held to
+    atol + rtol whatever their size (their error is relative).
     """
     X, a, U = y
     tiny = jnp.sqrt(jnp.finfo(X.dtype).tiny)
     x_scale = jnp.sqrt(jnp.mean(X**2) + jnp.sum(jnp.exp(2 * a)) / X.size)
     u_scale = jnp.sqrt(jnp.mean(U**2))
-    scales = (jnp.maximum(x_scale, tiny), jnp.ones((), X.dtype), jnp.maximum(u_scale, tiny))
+    u_scale = direction_factor * jnp.maximum(u_scale, tiny)
+    scales = (jnp.maximum(x_scale, tiny), jnp.ones((), X.dtype), u_scale)
     return scales, (True, False, True)
 
 
@@ -83,13 +87,19 @@ def growth_rate(r: Scalar, kind: AmplitudeRate) -> Scalar:
     "linear": r itself, the first-order rod (ẏ = ry).
     "map": ln(1 + r), the exact rate per step of GD's period-2 map along an eigenvector,
     whose multiplier is |1 − ηλ| = 1 + r. Both vanish at r = 0, so the threshold ηλ = 2 is
-    the same. ln(1 + r) is continued linearly below r = −½ (C¹), where GD's component is
-    not an oscillation any more and only the floor matters.
+    the same. Below r₀ = −½ (ηλ < 1.5 along u: a multiplier under ½, and below r = −1 no
+    oscillation at all) only the floor matters, and ln(1 + r) is continued C¹ by
+    ln(1 + r₀) − c·tanh((r₀ − r)/(c(1 + r₀))), c = ½, which saturates at ln ½ − ½ ≈ −1.19.
+    A continuation that kept falling (linearly, to −3.69 at r = −2, until 2026-12-01)
+    made the amplitude's relaxation onto its floor, at rate |ȧ|, the rod's stiffest mode:
+    RKC2's power iteration finds that single coordinate slowly, and the rod took twice the
+    steps before the onset (benchmarks/README.md, "Rod flow: solver choice").
     """
     if kind == "linear":
         return r
-    r0 = -0.5
-    return jnp.where(r > r0, jnp.log1p(jnp.maximum(r, r0)), jnp.log1p(r0) + (r - r0) / (1 + r0))
+    r0, c = -0.5, 0.5
+    below = jnp.log1p(r0) - c * jnp.tanh((r0 - r) / (c * (1 + r0)))
+    return jnp.where(r > r0, jnp.log1p(jnp.maximum(r, r0)), below)
 
 
 def floored_rate(rate: Scalar, a: Scalar, a_floor: Scalar | None) -> Scalar:
