@@ -175,8 +175,13 @@ def integrate(
         finite = _all_finite((y1, y_err)) | jnp.asarray(constant)
         keep = keep & finite
         dt = jnp.where(finite, dt, c.dt / 4)
+        # (Only its floating-point leaves: diffrax's `at_dtmin` is passed through as given,
+        # a Python False at the start; a `where` would make it an array, and the run's
+        # carry would change type after its first chunk and compile the chunk again.)
         controller_state = jax.tree_util.tree_map(
-            lambda x, z: jnp.where(finite, x, z), controller_state, c.controller_state
+            lambda x, z: jnp.where(finite, x, z) if eqx.is_inexact_array(x) else x,
+            controller_state,
+            c.controller_state,
         )
         # A step snapped to t1 says nothing about the step size the solution allows.
         snapped = t_next < t + c.dt

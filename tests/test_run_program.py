@@ -29,9 +29,11 @@ def test_results_do_not_depend_on_chunk(x64):
 
 
 def test_new_seed_data_lr_and_w0_reuse_the_compiled_program():
-    kw = dict(steps=30, flows=("gd", "rod"), chunk=30)
-    first = fo.simulate(fo.problems.mlp_regression(seed=10), lr=0.1, **kw)
-    second = fo.simulate(fo.problems.mlp_regression(seed=11), lr=0.07, **kw)
+    # The first run is one chunk; the second, three. So a carry whose type changed after
+    # a chunk (a Python leaf become an array) would compile the chunk program again.
+    kw = dict(flows=("gd", "rod"), chunk=10)
+    first = fo.simulate(fo.problems.mlp_regression(seed=10), lr=0.1, steps=10, **kw)
+    second = fo.simulate(fo.problems.mlp_regression(seed=11), lr=0.07, steps=30, **kw)
     assert float(first.compile_time[0]) > 0
     assert float(second.compile_time.max()) == 0.0
     # ... and it computed something different: the seed is really a new problem.

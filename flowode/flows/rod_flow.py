@@ -180,8 +180,8 @@ class RodFlow(AbstractFlow):
     # Chosen by benchmarks/bench_rod.py: the rod's Jacobian spans about [−3, 0] per GD step
     # (the floor before the onset, X and u along ηλ₁ ≈ 2 after it) while its solution
     # is smooth over many GD steps, so a stabilised method takes steps of several GD
-    # steps (2.0-2.3 gradients and 0.5 HVPs per GD step at η = 0.1, against Heun's 5.2
-    # gradients, at the same distance to GD).
+    # steps (1.6-1.8 gradients and 0.16 HVPs per GD step at η = 0.1, 2.1× GD's wall time,
+    # against Heun's 3.8-4.5 gradients, at the same distance to GD).
     # The spectral radius by a JVP, not by difference quotients of the field: those cost
     # 14% less wall time at η = 0.1 but, in float32 below the threshold (η = 0.02, seeds 0
     # and 3 of MLP-433), overestimated it tenfold (12 gradients per GD step, not 1.3).
