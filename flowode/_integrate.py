@@ -99,7 +99,8 @@ def start(
     return carry, stats
 
 
-def _all_finite(tree: PyTree[Array]) -> Bool[Array, ""]:
+def all_finite(tree: PyTree[Array]) -> Bool[Array, ""]:
+    """Whether every element of every leaf is finite."""
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
@@ -133,7 +134,7 @@ def integrate(
     error_order = solver.error_order(term)
     per_step = _evals_per_step(solver)
     counts_state = hasattr(carry.solver_state, "n_evals")  # flowode's RKC2 counts exactly
-    constant = isinstance(controller, diffrax.ConstantStepSize)
+    adaptive = not isinstance(controller, diffrax.ConstantStepSize)
     snap = 100 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(t1), 1)
 
     def cond(state):
@@ -168,21 +169,22 @@ def integrate(
             )
         )
         dt = (next_t1 - next_t0).astype(dtype)
-        # A trial step that overflowed (an unstable step: too long for the stiffness it
-        # met) has no error estimate for the controller to scale by; its NaN would become
-        # the next step size and every later one. Reject it and retry a quarter as long.
-        # (A constant step keeps it: `failed` then reports the divergence.)
-        finite = _all_finite((y1, y_err)) | jnp.asarray(constant)
-        keep = keep & finite
-        dt = jnp.where(finite, dt, c.dt / 4)
-        # (Only its floating-point leaves: diffrax's `at_dtmin` is passed through as given,
-        # a Python False at the start; a `where` would make it an array, and the run's
-        # carry would change type after its first chunk and compile the chunk again.)
-        controller_state = jax.tree_util.tree_map(
-            lambda x, z: jnp.where(finite, x, z) if eqx.is_inexact_array(x) else x,
-            controller_state,
-            c.controller_state,
-        )
+        if adaptive:
+            # A trial step that overflowed (an unstable step: too long for the stiffness it
+            # met) has no error estimate for the controller to scale by; its NaN would
+            # become the next step size and every later one. Reject it and retry a quarter
+            # as long. (A constant step keeps it: `failed` then reports the divergence.)
+            finite = all_finite((y1, y_err))
+            keep = keep & finite
+            dt = jnp.where(finite, dt, c.dt / 4)
+            # (Only its floating-point leaves: diffrax's `at_dtmin` is passed through as
+            # given, a Python False at the start; a `where` would make it an array, and the
+            # run's carry would change type after its first chunk and compile it again.)
+            controller_state = jax.tree_util.tree_map(
+                lambda x, z: jnp.where(finite, x, z) if eqx.is_inexact_array(x) else x,
+                controller_state,
+                c.controller_state,
+            )
         # A step snapped to t1 says nothing about the step size the solution allows.
         snapped = t_next < t + c.dt
         dt = jnp.where(keep & snapped, jnp.maximum(dt, c.dt), dt)

@@ -165,11 +165,6 @@ def relative_scale(y: PyTree[Array]) -> tuple[PyTree[Scalar], PyTree[bool]]:
     )
 
 
-def _is_finite_tree(y: State) -> Array:
-    leaves = jax.tree_util.tree_leaves(y)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-
-
 def _tree_norm(y: State) -> Array:
     leaves = jax.tree_util.tree_leaves(y)
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in leaves))
@@ -382,7 +377,7 @@ class AbstractFlow(AbstractProcess):
 
         def failed(y):
             y = flat.unravel(y)
-            return jnp.logical_not(_is_finite_tree(y)) | (self.size(y) > carry.bound)
+            return jnp.logical_not(_integrate.all_finite(y)) | (self.size(y) > carry.bound)
 
         solve, y, stats, result = _integrate.integrate(
             self.solver,
