@@ -7,6 +7,7 @@ as one xarray Dataset; `sweep` runs a grid of seeds and one hyper-parameter at o
 
 from . import plot as plot, problems as problems
 from ._codes import RESULTS as RESULTS
+from ._pinned_heun import PinnedHeun as PinnedHeun
 from ._problem import Problem as Problem
 from ._results import load as load, save as save
 from ._rkc import RKC2 as RKC2

@@ -55,6 +55,8 @@ class StepStats(eqx.Module):
 
 
 def _evals_per_step(solver) -> int:
+    if hasattr(solver, "evaluations_per_step"):  # flowode's own fixed-stage solvers
+        return solver.evaluations_per_step
     tableau = getattr(solver, "tableau", None)
     if tableau is None:
         return 1

@@ -24,6 +24,7 @@ from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
 from .._codes import RESULTS
+from .._pinned_heun import PinnedHeun, Stage
 from .._sdcp import _solve as _solve_sdcp
 from .._spectral import (
     OracleCounts,
@@ -188,8 +189,13 @@ class CentralFlow(AbstractFlow):
     with dν/dt = ((1 − β₂)/β₂)(E[g²] − ν) and E[g²] = g² + diag(HΣH) (DESIGN §2.3). `sigma`
     and `gd_deviation` are then in z's coordinates.
 
-    The default scheme is the published one, Euler at 4 substeps per GD step (dt = 1/κ),
-    chosen by `benchmarks/bench_central.py`. Cost per evaluation: one gradient, max_k
+    The default scheme is the published one, Euler at 4 substeps per GD step (dt = 1/κ,
+    `kappa` None: 1/dt0), chosen by `benchmarks/bench_central.py`. `solver=PinnedHeun()`
+    is second order, with κ set per stage (0 above 2/η and 1/dt below at its predictor,
+    2/dt at its corrector: deadbeat on the constraint, `_pinned_heun.py`): at dt0 = 1/2,
+    the same cost, its path is 20-30× closer to a converged one; at dt0 = 1, half the
+    cost, it pins one critical eigenvalue as well but under-damps Hessian modes at ηλ ≈ 2
+    and pins several only to 5e-2. Cost per evaluation: one gradient, max_k
     HVPs (2·max_k at integer times), and j(j+1)/2 third-derivative contractions for j
     critical directions. With Euler at a constant step that divides a GD step, the
     evaluation at each integer time is taken at the end of the step before and kept in
@@ -204,7 +210,7 @@ class CentralFlow(AbstractFlow):
     """
 
     name: ClassVar[str] = "central"
-    kappa: float = 4.0
+    kappa: float | None = None
     max_k: int = 4
     track_threshold: float = 1.5
     sdcp_threshold: float = 1.95
@@ -219,8 +225,22 @@ class CentralFlow(AbstractFlow):
     blowup: float = 1e6
 
     def __check_init__(self):
-        if not self.kappa > 0:
+        if self.kappa is not None and not self.kappa > 0:
             raise ValueError(f"CentralFlow: kappa must be positive, got {self.kappa}.")
+        if self.kappa is None and self.dt0 is None and not isinstance(self.solver, PinnedHeun):
+            raise ValueError("CentralFlow: give kappa when dt0 is None.")
+        if isinstance(self.solver, PinnedHeun) and self.kappa is not None:
+            raise ValueError(
+                "CentralFlow: PinnedHeun sets κ at each stage (0, then 2/dt0); leave kappa "
+                "unset, or choose another solver."
+            )
+        if isinstance(self.solver, PinnedHeun) and not isinstance(
+            self.stepsize_controller, diffrax.ConstantStepSize
+        ):
+            raise ValueError(
+                "CentralFlow: PinnedHeun's κ follows its step, so it takes a constant step "
+                "(ConstantStepSize with dt0)."
+            )
         if isinstance(self.max_k, bool) or not isinstance(self.max_k, int) or self.max_k < 1:
             raise ValueError(f"CentralFlow: max_k must be a positive integer, got {self.max_k}.")
         if not 0 < self.track_threshold <= self.sdcp_threshold <= 2:
@@ -241,14 +261,18 @@ class CentralFlow(AbstractFlow):
                 f"CentralFlow: adaptive_width must be True or False, got {self.adaptive_width!r}."
             )
 
-    def terms(self, f, w, U, lr, data, drift=None, refine=True, width=None) -> CentralTerms:
+    def terms(
+        self, f, w, U, lr, data, drift=None, refine=True, width=None, kappa=None
+    ) -> CentralTerms:
         """Gradient, refined eigenbasis, ∇P, X and the velocity at w (basis warm start U).
 
         `drift(U, HU) -> (α', β')`: a change of P that does not come from w's motion (an
         adaptive preconditioner's), added to the SDCP as dP/dt = −(α' + β'[X]).
         `refine` (a bool, may be traced): take the Ritz step(s) from U (2k HVPs for one
         step), or only the Ritz pairs within span(U) (k HVPs). `width` (traced, or None
-        for all k): refine only U's first `width` columns (`_refine_prefix`).
+        for all k): refine only U's first `width` columns (`_refine_prefix`). `kappa`:
+        the relaxation rate (None: `self.relaxation`), or a pair (κ above 2/η, κ below)
+        applied per Ritz value (P is diagonal in the Ritz basis, up to rounding).
         """
         loss, g = jax.value_and_grad(f)(w, data)
         if width is None:
@@ -266,7 +290,15 @@ class CentralFlow(AbstractFlow):
             live = jnp.isfinite(theta)
             P = jnp.where(live[:, None] & live[None, :], P, 0)
         eye = jnp.eye(k, dtype=w.dtype)
-        alpha = self.kappa * (2 / lr * eye - P) + lr * jnp.einsum("ijn,n->ij", G, g)
+        kappa = self.relaxation if kappa is None else kappa
+        gap = 2 / lr * eye - P
+        if isinstance(kappa, tuple):  # (above, below): √κ_i gap_ij √κ_j, symmetric
+            above, below = kappa
+            root = jnp.sqrt(jnp.where(lr * theta > 2, above, below)).astype(P.dtype)
+            relax = root[:, None] * gap * root[None, :]
+        else:
+            relax = kappa * gap
+        alpha = relax + lr * jnp.einsum("ijn,n->ij", G, g)
         beta = 0.5 * lr * jnp.einsum("ijn,kln->ijkl", G, G)
         if drift is not None:
             d_alpha, d_beta = drift(U, HU)
@@ -356,10 +388,17 @@ class CentralFlow(AbstractFlow):
         tracked = jnp.sum(scaled_theta >= self.track_threshold)
         return jnp.where(tracked + 1 <= _MIN_WIDTH, min(_MIN_WIDTH, k), k)
 
-    def vector_field(self, f, t, y, opt, data):
-        return self._evaluate(f, t, y, opt, data)[0]
+    def vector_field(self, f, t, y, opt, data, stage: Stage | None = None):
+        """dy/dt at time t; `stage`: what `PinnedHeun` asks of this evaluation (its κ,
+        and whether it is a step's first stage), None for any other solver."""
+        return self._evaluate(f, t, y, opt, data, stage)[0]
 
-    def _evaluate(self, f, t, y, opt, data):
+    @property
+    def relaxation(self) -> float:
+        """κ for solvers that do not set their own: `kappa`, or 1/dt0 (deadbeat for Euler)."""
+        return self.kappa if self.kappa is not None else 1.0 / self.dt0
+
+    def _evaluate(self, f, t, y, opt, data, stage=None):
         """(dy/dt, the terms, s) at time t: s is RMSProp's √P⁻¹, None for GD."""
         w, U, counters = y[:3]
         nu = y[3] if len(y) == 4 else None
@@ -369,16 +408,19 @@ class CentralFlow(AbstractFlow):
         if self.refine == "gd_step" and constant:  # at integer times only: once per GD step
             frac = t - jnp.floor(t)
             refine = (frac < 1e-3) | (frac > 1 - 1e-3)
+            if stage is not None:  # PinnedHeun's corrector, at k + 1, is not a step's start
+                refine = refine & stage.first
+        kappa = None if stage is None else (stage.above, stage.below)
         drift = self._drift(f_s, z, s, opt, nu, t, data)
         n, k = U.shape
         rate = self.basis_rate if self.basis_rate is not None else 1.0 / self.dt0
         if self._adaptive(n, k):
             width = jnp.clip(jnp.round(counters[4]), _MIN_WIDTH, k).astype(jnp.int32)
-            c = self.terms(f_s, z, U, lr, data, drift, refine, width)
+            c = self.terms(f_s, z, U, lr, data, drift, refine, width, kappa)
             # The width relaxes to the new tracked count as U does (Euler: replaced).
             d_width = rate * (self._next_width(lr * c.theta, k) - counters[4])
         else:
-            c = self.terms(f_s, z, U, lr, data, drift, refine)
+            c = self.terms(f_s, z, U, lr, data, drift, refine, kappa=kappa)
             d_width = 0
         sign = jnp.where(jnp.sum(c.U * U, axis=0) < 0, -1, 1).astype(U.dtype)
         no_solution = ~jnp.all(jnp.isfinite(c.X))
@@ -427,9 +469,9 @@ class CentralFlow(AbstractFlow):
     @property
     def caches(self) -> bool:
         """Whether the carry keeps the evaluation at each integer time (`CentralCache`):
-        Euler with a constant step that divides a GD step, whose every GD step starts
-        with an evaluation there."""
-        if not isinstance(self.solver, diffrax.Euler) or self.dt0 is None:
+        Euler or `PinnedHeun` with a constant step that divides a GD step, whose every GD
+        step starts with an evaluation there."""
+        if not isinstance(self.solver, diffrax.Euler | PinnedHeun) or self.dt0 is None:
             return False
         if not isinstance(self.stepsize_controller, diffrax.ConstantStepSize):
             return False
@@ -437,7 +479,10 @@ class CentralFlow(AbstractFlow):
         return abs(per_step - round(per_step)) < 1e-9
 
     def _cache(self, f, t, y, opt, data) -> CentralCache:
-        dy, c, s = self._evaluate(f, t, y, opt, data)
+        stage = None
+        if isinstance(self.solver, PinnedHeun):  # the next step's predictor
+            stage = PinnedHeun.first_stage(jnp.asarray(self.dt0, jnp.result_type(y[0])))
+        dy, c, s = self._evaluate(f, t, y, opt, data, stage)
         lr = opt.learning_rate(t) if s is None else jnp.ones((), c.grad.dtype)
         sigma, Q = jnp.linalg.eigh(c.X)
         sigma, Q = sigma[::-1], Q[:, ::-1]
@@ -512,7 +557,9 @@ class CentralFlow(AbstractFlow):
     def describe(self):
         out = super().describe()
         out.update(
-            kappa=str(self.kappa),
+            kappa="PinnedHeun: 0 above 2/η and 1/dt0 below, then 2/dt0"
+            if isinstance(self.solver, PinnedHeun)
+            else str(self.relaxation),
             max_k=str(self.max_k),
             dt0=str(self.dt0),
             thresholds=f"track {self.track_threshold}, sdcp {self.sdcp_threshold}",
