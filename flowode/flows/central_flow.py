@@ -23,8 +23,9 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
+from .. import _integrate
 from .._codes import RESULTS
-from .._pinned_heun import PinnedHeun, Stage
+from .._pinned_heun import PinnedHeun, Stage, StiffBlock, exponential_step
 from .._sdcp import _solve as _solve_sdcp
 from .._spectral import (
     OracleCounts,
@@ -35,7 +36,7 @@ from .._spectral import (
     use_dense,
 )
 from ..optimisers import GD, RMSProp
-from ._base import AbstractFlow, FlowCarry
+from ._base import AbstractFlow, FlowCarry, _Flat
 
 
 class CentralTerms(NamedTuple):
@@ -74,6 +75,7 @@ class CentralCache(eqx.Module):
     U: Float[Array, "n k"] | None  # RMSProp they are those of P⁻¹H)
     n_hvp: Int[Array, ""]  # oracle calls of this evaluation
     n_third: Int[Array, ""]
+    stiff: StiffBlock | None = None  # exponential PinnedHeun: the top Ritz pairs' block
 
 
 class CentralCarry(eqx.Module):
@@ -191,13 +193,16 @@ class CentralFlow(AbstractFlow):
 
     The default scheme is the published one, Euler at 4 substeps per GD step (dt = 1/κ,
     `kappa` None: 1/dt0), chosen by `benchmarks/bench_central.py`. `solver=PinnedHeun()`
-    is second order, with κ set per stage (0 above 2/η and 1/dt below at its predictor,
-    2/dt at its corrector: deadbeat on the constraint, `_pinned_heun.py`): at dt0 = 1/2,
-    the same cost, its path is 20-30× closer to a converged one; at dt0 = 1, half the
-    cost, it pins one critical eigenvalue as well but under-damps Hessian modes at ηλ ≈ 2
-    and pins several only to 5e-2. Cost per evaluation: one gradient, max_k
-    HVPs (2·max_k at integer times), and j(j+1)/2 third-derivative contractions for j
-    critical directions. With Euler at a constant step that divides a GD step, the
+    with dt0 = 1 is second order at half its evaluations: κ per stage (0 above 2/η and
+    1/dt below at the predictor, 2/dt at the corrector: deadbeat on the constraint from
+    above; from below the gap halves per step), and the top Ritz block integrated
+    exponentially (`_pinned_heun.py`). On MLP-433 its path is 17× closer to a converged
+    one and, with `adaptive_width=True`, it costs 25× GD against 54×
+    (benchmarks/README.md, "Central flow: integration scheme").
+
+    Cost per evaluation: one gradient, max_k HVPs (2·max_k at integer times), and
+    j(j+1)/2 third-derivative contractions for j critical directions. With Euler or
+    PinnedHeun at a constant step that divides a GD step, the
     evaluation at each integer time is taken at the end of the step before and kept in
     the carry (`CentralCache`): it is the next step's first stage and this step's
     observables, so observing central flow costs no evaluation of its own. The HVPs are
@@ -233,6 +238,11 @@ class CentralFlow(AbstractFlow):
             raise ValueError(
                 "CentralFlow: PinnedHeun sets κ at each stage (0, then 2/dt0); leave kappa "
                 "unset, or choose another solver."
+            )
+        if self._exponential and not self.caches:
+            raise ValueError(
+                "CentralFlow: PinnedHeun(exponential=True) takes dt0 = 1/m for a whole "
+                f"number m of steps per GD step, got dt0 = {self.dt0}."
             )
         if isinstance(self.solver, PinnedHeun) and not isinstance(
             self.stepsize_controller, diffrax.ConstantStepSize
@@ -500,7 +510,51 @@ class CentralFlow(AbstractFlow):
             "sdcp_residual": c.sdcp_residual,
         }
         theta, U = (c.theta, c.U) if s is None else (None, None)
-        return CentralCache(dy, c.loss, grad, observed, V, theta, U, c.n_hvp, c.n_third)
+        stiff = self._stiff_block(c, s, lr) if self._exponential else None
+        return CentralCache(dy, c.loss, grad, observed, V, theta, U, c.n_hvp, c.n_third, stiff)
+
+    @property
+    def _exponential(self) -> bool:
+        return isinstance(self.solver, PinnedHeun) and self.solver.exponential
+
+    @staticmethod
+    def _stiff_block(c: CentralTerms, s, lr) -> StiffBlock:
+        """dw/dt's linear part along the refined Ritz vectors: rate ηθ each (RMSProp: θ
+        of sHs in z = w/s, η = 1); columns outside the refined block are inert."""
+        rates = jnp.where(jnp.isfinite(c.theta), lr * c.theta, 0).astype(c.U.dtype)
+        return StiffBlock(c.U, rates, s)
+
+    def _exponential_advance(self, f, carry, opt, data, k):
+        """One GD step of exponential PinnedHeun (`_pinned_heun.exponential_step`), m =
+        1/dt0 steps, the first from the kept evaluation; the state as the diffrax path
+        leaves it (failure checks, non-finite past a failure)."""
+        flow = carry.flow
+        flat = _Flat(flow.y)
+        dtype = flow.bound.dtype
+        y = self.restart(flat.unravel(flow.solve.y))
+        m = round(1.0 / self.dt0)
+        dt = jnp.asarray(self.dt0, dtype)
+        f0, block = carry.cache.field, carry.cache.stiff
+        for i in range(m):
+            t = jnp.asarray(k, dtype) + i * dt
+            if i > 0:  # a predictor between integer times: evaluated here
+                f0, c, s = self._evaluate(f, t, y, opt, data, PinnedHeun.first_stage(dt))
+                lr = opt.learning_rate(t) if s is None else jnp.ones((), dtype)
+                block = self._stiff_block(c, s, lr)
+            field = lambda z, stage, t=t: self._evaluate(f, t + dt, z, opt, data, stage)[0]
+            y, pred, f1 = exponential_step(field, y, f0, block, dt)
+            # The basis is a warm start, not a path: it takes the corrector's Ritz basis
+            # (relaxed from the predictor's at rate 1/dt), not Heun's average of the two.
+            y = (y[0], pred[1] + dt * f1[1], *y[2:])
+        ok = _integrate.all_finite(y) & (self.size(y) <= flow.bound)
+        result = RESULTS.where(ok, RESULTS.successful, RESULTS.diverged)
+        result = self.explain(y, result)
+        bad = result != RESULTS.successful
+        y = jax.tree_util.tree_map(lambda x: jnp.where(bad, jnp.nan, x), y)
+        solve = eqx.tree_at(lambda sv: sv.y, flow.solve, flat.ravel(y))
+        counts = self.counts(y, jnp.asarray(2 * m, jnp.int32), jnp.asarray(0, jnp.int32))
+        flow = FlowCarry(y, solve, flow.bound, flow.steps_taken + m)
+        return flow, counts, result
 
     def start(self, f, w0, opt, data):
         flow, counts = super().start(f, w0, opt, data)
@@ -517,10 +571,13 @@ class CentralFlow(AbstractFlow):
             flow, counts, result = super().advance(f, carry.flow, opt, data, k)
             return CentralCarry(flow, None), counts, result
         # The step's first stage is the kept evaluation; the one at k + 1 is taken here and
-        # kept. Each step counts its four stages, the kept one among them, and `start`
-        # counts one more: the totals are the evaluations made, 1 + 4N (the last one is
-        # only observed).
-        flow, counts, result = super().advance(f, carry.flow, opt, data, k, carry.cache.field)
+        # kept. Each step counts its stages (4 for Euler ¼, 2 for PinnedHeun at dt0 = 1),
+        # the kept one among them, and `start` counts one more: the totals are the
+        # evaluations made, 1 + 4N or 1 + 2N (the last one is only observed).
+        if self._exponential:
+            flow, counts, result = self._exponential_advance(f, carry, opt, data, k)
+        else:
+            flow, counts, result = super().advance(f, carry.flow, opt, data, k, carry.cache.field)
         t1 = jnp.asarray(k + 1, flow.bound.dtype)
         return CentralCarry(flow, self._cache(f, t1, flow.y, opt, data)), counts, result
 
