@@ -36,10 +36,11 @@ from collections.abc import Callable
 from typing import ClassVar, NamedTuple
 
 import diffrax
-import jax
 import jax.numpy as jnp
 from diffrax import AbstractTerm, LocalLinearInterpolation
 from jaxtyping import Array, Bool, Float
+
+from ._rkc import _axpy
 
 
 class Stage(NamedTuple):
@@ -49,10 +50,6 @@ class Stage(NamedTuple):
     above: Float[Array, ""]  # κ where the constraint is exceeded (ηλ > 2)
     below: Float[Array, ""]  # κ where it is not reached yet (ηλ < 2)
     first: Bool[Array, ""] | bool
-
-
-def _axpy(y, a, x):  # y + a x, leaf by leaf
-    return jax.tree_util.tree_map(lambda u, v: u + a * v, y, x)
 
 
 class PinnedHeun(diffrax.AbstractSolver):
@@ -91,10 +88,10 @@ class PinnedHeun(diffrax.AbstractSolver):
         del solver_state, made_jump
         dt = t1 - t0
         f0 = terms.vf(t0, y0, (*args, self.first_stage(dt)))
-        y_pred = _axpy(y0, dt, f0)
+        y_pred = _axpy((1, y0), (dt, f0))
         f1 = terms.vf(t1, y_pred, (*args, self.second_stage(dt)))
-        y1 = jax.tree_util.tree_map(lambda y, a, b: y + 0.5 * dt * (a + b), y0, f0, f1)
-        y_err = jax.tree_util.tree_map(lambda a, b: 0.5 * dt * (b - a), f0, f1)
+        y1 = _axpy((1, y0), (0.5 * dt, f0), (0.5 * dt, f1))
+        y_err = _axpy((-0.5 * dt, f0), (0.5 * dt, f1))
         return y1, y_err, dict(y0=y0, y1=y1), None, diffrax.RESULTS.successful
 
     def func(self, terms, t0, y0, args):

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jaxtyping import Array, Float, Int, PyTree, Scalar
+from jaxtyping import Array, Bool, Float, Int, PyTree, Scalar
 
 from .. import _integrate
 from .._codes import RESULTS
@@ -376,8 +376,7 @@ class AbstractFlow(AbstractProcess):
         solve = eqx.tree_at(lambda s: s.y, carry.solve, restarted)
 
         def failed(y):
-            y = flat.unravel(y)
-            return jnp.logical_not(_integrate.all_finite(y)) | (self.size(y) > carry.bound)
+            return self._failed(flat.unravel(y), carry.bound)
 
         solve, y, stats, result = _integrate.integrate(
             self.solver,
@@ -400,6 +399,10 @@ class AbstractFlow(AbstractProcess):
         counts = self.counts(end, stats.n_evals, stats.n_jvps)
         taken = carry.steps_taken + stats.n_steps
         return FlowCarry(y, solve, carry.bound, taken), counts, result
+
+    def _failed(self, y: State, bound: Float[Array, ""]) -> Bool[Array, ""]:
+        """Whether a state ends the solve: non-finite, or grown past the blow-up bound."""
+        return jnp.logical_not(_integrate.all_finite(y)) | (self.size(y) > bound)
 
     def _max_steps(self, k: Int[Array, ""]) -> Int[Array, ""]:
         """The step budget up to GD step k + 1: on average `max_steps_per_gd_step`."""

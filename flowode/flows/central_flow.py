@@ -23,7 +23,6 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Bool, Float, Int
 
-from .. import _integrate
 from .._codes import RESULTS
 from .._pinned_heun import PinnedHeun, Stage, StiffBlock, exponential_step
 from .._sdcp import _solve as _solve_sdcp
@@ -239,17 +238,17 @@ class CentralFlow(AbstractFlow):
                 "CentralFlow: PinnedHeun sets κ at each stage (0, then 2/dt0); leave kappa "
                 "unset, or choose another solver."
             )
-        if self._exponential and not self.caches:
-            raise ValueError(
-                "CentralFlow: PinnedHeun(exponential=True) takes dt0 = 1/m for a whole "
-                f"number m of steps per GD step, got dt0 = {self.dt0}."
-            )
         if isinstance(self.solver, PinnedHeun) and not isinstance(
             self.stepsize_controller, diffrax.ConstantStepSize
         ):
             raise ValueError(
                 "CentralFlow: PinnedHeun's κ follows its step, so it takes a constant step "
                 "(ConstantStepSize with dt0)."
+            )
+        if self._exponential and not self.caches:
+            raise ValueError(
+                "CentralFlow: PinnedHeun(exponential=True) takes dt0 = 1/m for a whole "
+                f"number m of steps per GD step, got dt0 = {self.dt0}."
             )
         if isinstance(self.max_k, bool) or not isinstance(self.max_k, int) or self.max_k < 1:
             raise ValueError(f"CentralFlow: max_k must be a positive integer, got {self.max_k}.")
@@ -546,8 +545,7 @@ class CentralFlow(AbstractFlow):
             # The basis is a warm start, not a path: it takes the corrector's Ritz basis
             # (relaxed from the predictor's at rate 1/dt), not Heun's average of the two.
             y = (y[0], pred[1] + dt * f1[1], *y[2:])
-        ok = _integrate.all_finite(y) & (self.size(y) <= flow.bound)
-        result = RESULTS.where(ok, RESULTS.successful, RESULTS.diverged)
+        result = RESULTS.where(self._failed(y, flow.bound), RESULTS.diverged, RESULTS.successful)
         result = self.explain(y, result)
         bad = result != RESULTS.successful
         y = jax.tree_util.tree_map(lambda x: jnp.where(bad, jnp.nan, x), y)
