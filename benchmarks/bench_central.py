@@ -22,6 +22,10 @@ from _common import median_run, table
 import flowode as fo
 
 STEPS = 1000
+# The published scheme, Euler at 4 substeps per GD step with every column refined; the
+# default is PinnedHeun at dt = 1 with the adaptive width.
+EULER = dict(solver=diffrax.Euler(), dt0=0.25, adaptive_width=False)
+PINNED_FULL = dict(adaptive_width=False)  # PinnedHeun dt = 1, every column refined
 
 
 def hvp_block_cost(problem, repeats=20, n=200):
@@ -58,10 +62,10 @@ def several(steps=1000):
     conv = fo.simulate(problem, lr=0.1, steps=steps, flows=(converged,), save_params=True)
     conv_w = conv.params.sel(flow="central").values
     schemes = {
-        "Euler dt=1/4 (default)": fo.CentralFlow(),
-        "PinnedHeun dt=1, plain": fo.CentralFlow(solver=fo.PinnedHeun(exponential=False), dt0=1.0),
-        "PinnedHeun dt=1": fo.CentralFlow(solver=fo.PinnedHeun(), dt0=1.0),
-        "PinnedHeun dt=1/2": fo.CentralFlow(solver=fo.PinnedHeun(), dt0=0.5),
+        "Euler dt=1/4 (published)": fo.CentralFlow(**EULER),
+        "PinnedHeun dt=1, plain": fo.CentralFlow(solver=fo.PinnedHeun(exponential=False)),
+        "PinnedHeun dt=1 (default)": fo.CentralFlow(),
+        "PinnedHeun dt=1/2": fo.CentralFlow(dt0=0.5),
     }
     rows = []
     for label, flow in schemes.items():
@@ -87,8 +91,8 @@ def cnn(steps=1000):
     in the figures; one run each (the central flow's own dynamics against GD's)."""
     problem = fo.problems.digits_cnn()
     schemes = {
-        "Euler dt=1/4 (default)": fo.CentralFlow(max_k=2),
-        "PinnedHeun dt=1": fo.CentralFlow(max_k=2, solver=fo.PinnedHeun(), dt0=1.0),
+        "Euler dt=1/4 (published)": fo.CentralFlow(max_k=2, **EULER),
+        "PinnedHeun dt=1 (default)": fo.CentralFlow(max_k=2),
     }
     rows = []
     for label, flow in schemes.items():
@@ -124,33 +128,34 @@ def main():
         return several()
     if sys.argv[1:] == ["cnn"]:
         return cnn()
-    every = dict(refine="evaluation", adaptive_width=False)
-    full = dict(adaptive_width=False)
+    euler, heun = dict(solver=diffrax.Euler(), adaptive_width=False), diffrax.Heun()
     schemes = {
-        "Euler dt=1/4, max_k=4, refined at every evaluation": fo.CentralFlow(**every),
-        "Euler dt=1/4, max_k=4, refined once per GD step, all 4 columns (default)": fo.CentralFlow(
-            **full
+        "Euler dt=1/4, max_k=4, refined at every evaluation": fo.CentralFlow(
+            **EULER, refine="evaluation"
         ),
-        "Euler dt=1/4, max_k=4, once per GD step, 2 columns while one is tracked": fo.CentralFlow(
-            adaptive_width=True
+        "Euler dt=1/4, max_k=4, refined once per GD step, all 4 columns (published)": (
+            fo.CentralFlow(**EULER)
         ),
-        "Euler dt=1/4, max_k=2, refined once per GD step": fo.CentralFlow(max_k=2),
-        "Euler dt=1/2, kappa=2": fo.CentralFlow(dt0=0.5, kappa=2.0),
-        "Heun dt=1, kappa=1": fo.CentralFlow(solver=diffrax.Heun(), dt0=1.0, kappa=1.0),
-        "Heun dt=1/2, kappa=2": fo.CentralFlow(solver=diffrax.Heun(), dt0=0.5, kappa=2.0),
+        "Euler dt=1/4, max_k=4, once per GD step, 2 columns while one is tracked": (
+            fo.CentralFlow(**{**EULER, "adaptive_width": True})
+        ),
+        "Euler dt=1/4, max_k=2, refined once per GD step": fo.CentralFlow(max_k=2, **EULER),
+        "Euler dt=1/2, kappa=2": fo.CentralFlow(**euler, dt0=0.5, kappa=2.0),
+        "Heun dt=1, kappa=1": fo.CentralFlow(solver=heun, dt0=1.0, kappa=1.0, adaptive_width=False),
+        "Heun dt=1/2, kappa=2": fo.CentralFlow(
+            solver=heun, dt0=0.5, kappa=2.0, adaptive_width=False
+        ),
         "PinnedHeun dt=1, plain (through diffrax)": fo.CentralFlow(
-            solver=fo.PinnedHeun(exponential=False), dt0=1.0
+            solver=fo.PinnedHeun(exponential=False), **PINNED_FULL
         ),
-        "PinnedHeun dt=1": fo.CentralFlow(solver=fo.PinnedHeun(), dt0=1.0),
-        "PinnedHeun dt=1, 2 columns while one is tracked": fo.CentralFlow(
-            solver=fo.PinnedHeun(), dt0=1.0, adaptive_width=True
-        ),
-        "PinnedHeun dt=1/2": fo.CentralFlow(solver=fo.PinnedHeun(), dt0=0.5),
+        "PinnedHeun dt=1": fo.CentralFlow(**PINNED_FULL),
+        "PinnedHeun dt=1, 2 columns while one is tracked (default)": fo.CentralFlow(),
+        "PinnedHeun dt=1/2": fo.CentralFlow(dt0=0.5, **PINNED_FULL),
     }
     if len(sys.argv) > 1:  # a subset, by position
         keep = [int(i) for i in sys.argv[1].split(",")]
         schemes = {k: v for i, (k, v) in enumerate(schemes.items()) if i in keep}
-    reference = fo.CentralFlow(dt0=1 / 16)
+    reference = fo.CentralFlow(**{**EULER, "dt0": 1 / 16})
     ref = fo.simulate(
         problem,
         lr=0.1,

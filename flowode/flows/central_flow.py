@@ -9,8 +9,8 @@ solves SDCP(α, β) with P_ij = u_iᵀHu_j and ∇P_ij = ∇³L[u_i, u_j, ·]:
 
 At complementarity each critical eigenvalue obeys dP/dt = κ(2/η − P), so κ pins ηλ at 2.
 The eigenbasis is part of the ODE state: it relaxes towards the Ritz basis, refined by
-one block Rayleigh–Ritz step (2k HVPs) once per GD step; between, a quarter step apart,
-the Ritz pairs within the carried basis (k HVPs) are as good (`bench_central.py`).
+one block Rayleigh–Ritz step (2k HVPs) once per GD step; between (PinnedHeun's corrector,
+or Euler ¼'s substeps) the Ritz pairs within the carried basis (k HVPs) are as good.
 """
 
 from typing import ClassVar, NamedTuple
@@ -190,27 +190,27 @@ class CentralFlow(AbstractFlow):
     with dν/dt = ((1 − β₂)/β₂)(E[g²] − ν) and E[g²] = g² + diag(HΣH) (DESIGN §2.3). `sigma`
     and `gd_deviation` are then in z's coordinates.
 
-    The default scheme is the published one, Euler at 4 substeps per GD step (dt = 1/κ,
-    `kappa` None: 1/dt0), chosen by `benchmarks/bench_central.py`. `solver=PinnedHeun()`
-    with dt0 = 1 is second order at half its evaluations: κ per stage (0 above 2/η and
-    1/dt below at the predictor, 2/dt at the corrector: deadbeat on the constraint from
-    above; from below the gap halves per step), and the top Ritz block integrated
-    exponentially (`_pinned_heun.py`). On MLP-433 its path is 17× closer to a converged
-    one and, with `adaptive_width=True`, it costs 25× GD against 54×
-    (benchmarks/README.md, "Central flow: integration scheme").
+    The default scheme is `PinnedHeun` at one step per GD step (dt0 = 1), second order
+    at two evaluations per GD step: κ per stage (0 above 2/η and 1/dt below at the
+    predictor, 2/dt at the corrector: deadbeat on the constraint from above; from below
+    the gap halves per step) and the top Ritz block integrated exponentially
+    (`_pinned_heun.py`). On MLP-433 its path is 17× closer to a converged one than the
+    published scheme's, Euler at 4 substeps (`solver=diffrax.Euler(), dt0=0.25,
+    adaptive_width=False`; there `kappa`, None: 1/dt0, is the SDCP's relaxation rate),
+    at 25× GD's wall time against 54× (benchmarks/README.md, "Central flow: integration
+    scheme").
 
     Cost per evaluation: one gradient, max_k HVPs (2·max_k at integer times), and
-    j(j+1)/2 third-derivative contractions for j critical directions. With Euler or
-    PinnedHeun at a constant step that divides a GD step, the
-    evaluation at each integer time is taken at the end of the step before and kept in
-    the carry (`CentralCache`): it is the next step's first stage and this step's
-    observables, so observing central flow costs no evaluation of its own. The HVPs are
-    per refined column: with one tracked direction and max_k = 4, `adaptive_width=True`
-    halves them (MLP-433: 10 HVPs per GD step against 20, 41× GD's wall time against 54×,
-    the same path to 4 digits), but it compiles a second refinement, 2.5 s more for a
-    first `simulate` of four flows (26 s against 23.5 s), and where two or more
-    eigenvalues are tracked, as on the digits MLP, it saves nothing: not the default
-    (benchmarks/README.md, "Central flow: integration scheme").
+    j(j+1)/2 third-derivative contractions for j critical directions. With PinnedHeun or
+    Euler at a constant step that divides a GD step, the evaluation at each integer time
+    is taken at the end of the step before and kept in the carry (`CentralCache`): it is
+    the next step's first stage and this step's observables, so observing central flow
+    costs no evaluation of its own. The HVPs are per refined column: with one tracked
+    direction and max_k = 4, `adaptive_width=True` (the default) halves them; it compiles
+    a second refinement (2.5 s more on MLP-433), and where two or more eigenvalues are
+    tracked, as on the digits MLP, it saves nothing. With PinnedHeun the exponential
+    block is the refined columns, so the width changes the path slightly (within the
+    scheme's error).
     """
 
     name: ClassVar[str] = "central"
@@ -220,23 +220,26 @@ class CentralFlow(AbstractFlow):
     sdcp_threshold: float = 1.95
     ritz_iters: int = 1
     refine: str = "gd_step"
-    adaptive_width: bool = False
+    adaptive_width: bool = True
     basis_rate: float | None = None
-    solver: diffrax.AbstractSolver = diffrax.Euler()
+    solver: diffrax.AbstractSolver = PinnedHeun()
     stepsize_controller: diffrax.AbstractStepSizeController = diffrax.ConstantStepSize()
-    dt0: float | None = 0.25
+    dt0: float | None = 1.0
     max_steps_per_gd_step: int = 8
     blowup: float = 1e6
 
     def __check_init__(self):
+        if not isinstance(self.stepsize_controller, diffrax.AbstractStepSizeController):
+            return  # `AbstractFlow.__check_init__` names it
         if self.kappa is not None and not self.kappa > 0:
             raise ValueError(f"CentralFlow: kappa must be positive, got {self.kappa}.")
         if self.kappa is None and self.dt0 is None and not isinstance(self.solver, PinnedHeun):
             raise ValueError("CentralFlow: give kappa when dt0 is None.")
         if isinstance(self.solver, PinnedHeun) and self.kappa is not None:
             raise ValueError(
-                "CentralFlow: PinnedHeun sets κ at each stage (0, then 2/dt0); leave kappa "
-                "unset, or choose another solver."
+                "CentralFlow: PinnedHeun (the default solver) sets κ at each stage (0, then "
+                "2/dt0); leave kappa unset, or choose another solver (the published scheme: "
+                "solver=diffrax.Euler(), dt0=0.25)."
             )
         if isinstance(self.solver, PinnedHeun) and not isinstance(
             self.stepsize_controller, diffrax.ConstantStepSize
