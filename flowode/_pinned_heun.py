@@ -23,9 +23,10 @@ Heun's real stability interval is [−2, 0] per unit step: at dt = 1 a Hessian m
 0.96 at 1.96). `exponential_step` therefore integrates the linear part along the top
 Ritz vectors exactly (ETD2RK, Cox and Matthews 2002), with the same κ per stage; central
 flow takes those steps itself (`CentralFlow(solver=PinnedHeun())`), as the block comes
-from its evaluation, and it sets the carried basis to the corrector's Ritz basis rather
-than Heun's average of two. Without these (`exponential=False`, a plain diffrax solver)
-several critical directions were pinned only to 5e-3-5e-2 at dt = 1. Figures: benchmarks/README.md,
+from its evaluation. It carries the predictor's refined basis rather than Heun's average
+of two, and its corrector works in that basis on the critical block alone, with no HVP
+of its own. Without these (`exponential=False`, a plain diffrax solver) several critical
+directions were pinned only to 5e-3-5e-2 at dt = 1. Figures: benchmarks/README.md,
 "Central flow: integration scheme".
 
 The field is called with `args + (Stage(above, below, first),)`: a field that takes no

@@ -120,6 +120,32 @@ def test_two_critical_directions_match_cvxpy(x64):
     np.testing.assert_allclose(c.velocity, velocity, rtol=1e-4, atol=1e-10)
 
 
+def test_corrector_terms_equal_the_full_terms_in_an_eigenbasis(x64):
+    # PinnedHeun's corrector: in a basis of exact eigenvectors, the critical block's P,
+    # HU and velocity from the third derivatives' linearisations equal those of `terms`,
+    # with no HVP; in the basis of a nearby point the block is full, not diagonal.
+    w = jnp.array([0.01, -0.02, 0.03, 0.0, 0.01, 0.02])
+    flow = fo.CentralFlow()
+    U = jnp.asarray(np.linalg.eigh(np.asarray(jax.hessian(_coupled)(w)))[1][:, ::-1][:, :4])
+    stage = fo.PinnedHeun.second_stage(jnp.ones((), w.dtype))
+    kappa = (stage.above, stage.below)
+    full = flow.terms(_coupled, w, U, LR, None, refine=False, kappa=kappa)
+    assert int(full.n_critical) == 2
+    c = flow.corrector_terms(_coupled, w, U, jnp.int32(2), LR, None, kappa=kappa)
+    assert int(c.n_hvp) == 0 and int(c.n_third) == 3
+    np.testing.assert_allclose(
+        c.HU[:, :2], full.HU[:, :2] * np.sign(np.sum(full.U * U, 0))[:2], atol=1e-10
+    )
+    np.testing.assert_allclose(c.HU[:, 2:], 0)
+    np.testing.assert_allclose(c.P[:2, :2], np.diag(full.theta[:2]), atol=1e-10)
+    np.testing.assert_allclose(c.velocity, full.velocity, rtol=1e-9, atol=1e-12)
+    w1 = w + 0.01
+    c1 = flow.corrector_terms(_coupled, w1, U, jnp.int32(2), LR, None, kappa=kappa)
+    H1 = np.asarray(jax.hessian(_coupled)(w1))
+    np.testing.assert_allclose(c1.P[:2, :2], U[:, :2].T @ H1 @ U[:, :2], rtol=1e-9)
+    assert abs(float(c1.P[0, 1])) > 1e-3
+
+
 @pytest.mark.parametrize(
     "scheme, per_step, settle",
     [(EULER, 4, 10), ({}, 2, 20)],

@@ -9,8 +9,9 @@ solves SDCP(α, β) with P_ij = u_iᵀHu_j and ∇P_ij = ∇³L[u_i, u_j, ·]:
 
 At complementarity each critical eigenvalue obeys dP/dt = κ(2/η − P), so κ pins ηλ at 2.
 The eigenbasis is part of the ODE state: it relaxes towards the Ritz basis, refined by
-one block Rayleigh–Ritz step (2k HVPs) once per GD step; between (PinnedHeun's corrector,
-or Euler ¼'s substeps) the Ritz pairs within the carried basis (k HVPs) are as good.
+one block Rayleigh–Ritz step (2k HVPs) once per GD step; between, Euler ¼'s substeps take
+the Ritz pairs within the carried basis (k HVPs), and PinnedHeun's corrector evaluates
+the critical block of the predictor's basis, whose HVPs come with its third derivatives.
 """
 
 from typing import ClassVar, NamedTuple
@@ -28,9 +29,9 @@ from .._pinned_heun import PinnedHeun, Stage, StiffBlock, exponential_step
 from .._sdcp import _solve as _solve_sdcp
 from .._spectral import (
     OracleCounts,
+    hvp,
     initial_basis,
     refine_eigs,
-    third_contraction,
     top_eigs,
     use_dense,
 )
@@ -89,22 +90,28 @@ class CentralState(NamedTuple):
     cache: CentralCache | None
 
 
-def _gradP(f, w, U, data, j) -> Float[Array, "k k n"]:
+def _gradP(f, w, U, data, j, with_hvp=False):
     """∇P_ab = ∇³L[u_a, u_b, ·] for a ≤ b < j (j traced), as a symmetric (k, k, n) tensor.
 
     One contraction per pair, j(j+1)/2 in all, in a loop whose length is the number of
-    critical directions: nothing is spent before the edge of stability.
+    critical directions: nothing is spent before the edge of stability. Each is the
+    pullback of w ↦ H(w)u_b along u_a, whose forward pass is an HVP: `with_hvp=True` also
+    returns HU (n, k), H u_b for b < j and 0 beyond, at no extra oracle cost.
     """
     k, n = U.shape[1], w.shape[0]
     a, b = (jnp.asarray(i, jnp.int32) for i in np.triu_indices(k))  # pairs, in order of b
     order = np.argsort(np.triu_indices(k)[1], kind="stable")
     a, b = a[order], b[order]  # the first j(j+1)/2 pairs are those with b < j
 
-    def body(p, G):
-        row = third_contraction(f, w, U[:, a[p]], U[:, b[p]], data)  # (n,)
-        return G.at[a[p], b[p]].set(row).at[b[p], a[p]].set(row)
+    def body(p, carry):
+        G, HU = carry
+        Hu, pull = jax.vjp(lambda x: hvp(f, x, U[:, b[p]], data), w)
+        (row,) = pull(U[:, a[p]])  # (n,)
+        return G.at[a[p], b[p]].set(row).at[b[p], a[p]].set(row), HU.at[:, b[p]].set(Hu)
 
-    return lax.fori_loop(0, j * (j + 1) // 2, body, jnp.zeros((k, k, n), w.dtype))
+    zeros = (jnp.zeros((k, k, n), w.dtype), jnp.zeros((n, k), w.dtype))
+    G, HU = lax.fori_loop(0, j * (j + 1) // 2, body, zeros)
+    return (G, HU) if with_hvp else G
 
 
 _MIN_WIDTH = 2  # the narrowest refined block: one critical direction and one to watch
@@ -201,7 +208,8 @@ class CentralFlow(AbstractFlow):
     scheme").
 
     Cost per evaluation: one gradient, max_k HVPs (2·max_k at integer times), and
-    j(j+1)/2 third-derivative contractions for j critical directions. With PinnedHeun or
+    j(j+1)/2 third-derivative contractions for j critical directions; exponential
+    PinnedHeun's corrector spends no HVP (`corrector_terms`). With PinnedHeun or
     Euler at a constant step that divides a GD step, the evaluation at each integer time
     is taken at the end of the step before and kept in the carry (`CentralCache`): it is
     the next step's first stage and this step's observables, so observing central flow
@@ -293,15 +301,39 @@ class CentralFlow(AbstractFlow):
             theta, U, HU, n_hvp = _refine_prefix(f, w, U, data, width, self.ritz_iters, refine)
         crit = lr * theta > self.sdcp_threshold  # a prefix: θ is sorted
         n_crit = jnp.sum(crit)
-        k = theta.shape[0]
         G = _gradP(f, w, U, data, n_crit)
-        n_third = n_crit * (n_crit + 1) // 2
         P = U.T @ HU  # (k, k), ≈ diag(θ)
         P = 0.5 * (P + P.T)
         if width is not None:  # 0 outside the refined block, rows and columns alike
             live = jnp.isfinite(theta)
             P = jnp.where(live[:, None] & live[None, :], P, 0)
-        eye = jnp.eye(k, dtype=w.dtype)
+        n_hvp = jnp.int32(n_hvp)
+        return self._constrained(loss, g, theta, U, HU, P, crit, G, n_hvp, lr, drift, kappa)
+
+    def corrector_terms(self, f, w, U, n_crit, lr, data, drift=None, kappa=None) -> CentralTerms:
+        """The terms at w in a given basis whose first `n_crit` columns (traced) are the
+        critical set: PinnedHeun's corrector, in the predictor's refined basis.
+
+        P_ab = u_aᵀH(w)u_b on the critical block, whose H u_b come with ∇P's third
+        derivatives (`_gradP`): one gradient and n_crit(n_crit + 1)/2 thirds, no HVP. The
+        basis is not re-diagonalised: P is a full block, as the SDCP takes it.
+        """
+        loss, g = jax.value_and_grad(f)(w, data)
+        k = U.shape[1]
+        crit = jnp.arange(k) < n_crit
+        G, HU = _gradP(f, w, U, data, n_crit, with_hvp=True)
+        P = U.T @ HU
+        P = jnp.where(crit[:, None] & crit[None, :], 0.5 * (P + P.T), 0)
+        theta = jnp.where(crit, jnp.diagonal(P), -jnp.inf)  # only for the κ per column
+        n_hvp = jnp.int32(0)
+        return self._constrained(loss, g, theta, U, HU, P, crit, G, n_hvp, lr, drift, kappa)
+
+    def _constrained(self, loss, g, theta, U, HU, P, crit, G, n_hvp, lr, drift, kappa):
+        """X from the SDCP on the critical block, and the velocity (`terms`)."""
+        n_crit = jnp.sum(crit)
+        n_third = n_crit * (n_crit + 1) // 2
+        k = theta.shape[0]
+        eye = jnp.eye(k, dtype=g.dtype)
         kappa = self.relaxation if kappa is None else kappa
         gap = 2 / lr * eye - P
         if isinstance(kappa, tuple):  # (above, below): √κ_i gap_ij √κ_j, symmetric
@@ -318,7 +350,7 @@ class CentralFlow(AbstractFlow):
         X, residual = _sdcp_on_prefix(alpha, beta, crit, n_crit)
         velocity = -lr * (g + 0.5 * jnp.einsum("ij,ijn->n", X, G))
         return CentralTerms(
-            loss, g, theta, U, HU, P, n_crit, G, X, residual, velocity, jnp.int32(n_hvp), n_third
+            loss, g, theta, U, HU, P, n_crit, G, X, residual, velocity, n_hvp, n_third
         )
 
     def supports(self, opt):
@@ -410,8 +442,10 @@ class CentralFlow(AbstractFlow):
         """κ for solvers that do not set their own: `kappa`, or 1/dt0 (deadbeat for Euler)."""
         return self.kappa if self.kappa is not None else 1.0 / self.dt0
 
-    def _evaluate(self, f, t, y, opt, data, stage=None):
-        """(dy/dt, the terms, s) at time t: s is RMSProp's √P⁻¹, None for GD."""
+    def _evaluate(self, f, t, y, opt, data, stage=None, n_crit=None):
+        """(dy/dt, the terms, s) at time t: s is RMSProp's √P⁻¹, None for GD. `n_crit`
+        (exponential PinnedHeun's corrector): y's basis is the predictor's refined one and
+        its first n_crit columns the critical set (`corrector_terms`); it stays put."""
         w, U, counters = y[:3]
         nu = y[3] if len(y) == 4 else None
         f_s, z, s, lr = self._geometry(f, opt, w, nu, t)
@@ -426,7 +460,10 @@ class CentralFlow(AbstractFlow):
         drift = self._drift(f_s, z, s, opt, nu, t, data)
         n, k = U.shape
         rate = self.basis_rate if self.basis_rate is not None else 1.0 / self.dt0
-        if self._adaptive(n, k):
+        if n_crit is not None:
+            c = self.corrector_terms(f_s, z, U, n_crit, lr, data, drift, kappa)
+            d_width = 0
+        elif self._adaptive(n, k):
             width = jnp.clip(jnp.round(counters[4]), _MIN_WIDTH, k).astype(jnp.int32)
             c = self.terms(f_s, z, U, lr, data, drift, refine, width, kappa)
             # The width relaxes to the new tracked count as U does (Euler: replaced).
@@ -435,16 +472,17 @@ class CentralFlow(AbstractFlow):
             c = self.terms(f_s, z, U, lr, data, drift, refine, kappa=kappa)
             d_width = 0
         sign = jnp.where(jnp.sum(c.U * U, axis=0) < 0, -1, 1).astype(U.dtype)
+        d_U = rate * (c.U * sign - U) if n_crit is None else jnp.zeros_like(U)
         no_solution = ~jnp.all(jnp.isfinite(c.X))
         d_counters = jnp.stack([c.n_hvp, c.n_third, 0, no_solution, d_width])
         d_counters = d_counters.astype(counters.dtype)
         if nu is None:
-            return (c.velocity, rate * (c.U * sign - U), d_counters), c, s
+            return (c.velocity, d_U, d_counters), c, s
         # RMSProp: dw/dt = s ⊙ dz/dt; ν follows E[g²] = g² + diag(HΣH), with ∇L = ∇_z/s
         # and HΣH = (HU)X(HU)ᵀ in w's coordinates, HU = (sHs)Ũ/s for Σ = sŨXŨᵀs.
         HU = c.HU / jnp.reshape(s, (-1, 1)) if jnp.ndim(s) else c.HU / s  # (n, k)
         g2 = (c.grad / s) ** 2 + jnp.sum((HU @ c.X) * HU, axis=1)
-        dy = (s * c.velocity, rate * (c.U * sign - U), d_counters, opt.nu_flow(g2, nu))
+        dy = (s * c.velocity, d_U, d_counters, opt.nu_flow(g2, nu))
         return dy, c, s
 
     def size(self, y):
@@ -537,17 +575,22 @@ class CentralFlow(AbstractFlow):
         m = round(1.0 / self.dt0)
         dt = jnp.asarray(self.dt0, dtype)
         f0, block = carry.cache.field, carry.cache.stiff
+        n_crit = carry.cache.observed["n_critical"]
         for i in range(m):
             t = jnp.asarray(k, dtype) + i * dt
             if i > 0:  # a predictor between integer times: evaluated here
                 f0, c, s = self._evaluate(f, t, y, opt, data, PinnedHeun.first_stage(dt))
                 lr = opt.learning_rate(t) if s is None else jnp.ones((), dtype)
-                block = self._stiff_block(c, s, lr)
-            field = lambda z, stage, t=t: self._evaluate(f, t + dt, z, opt, data, stage)[0]
+                block, n_crit = self._stiff_block(c, s, lr), c.n_critical
+            # The corrector works in the predictor's refined basis, on its critical set.
+            field = lambda z, stage, t=t, j=n_crit: self._evaluate(
+                f, t + dt, z, opt, data, stage, j
+            )[0]
             y, pred, f1 = exponential_step(field, y, f0, block, dt)
-            # The basis is a warm start, not a path: it takes the corrector's Ritz basis
-            # (relaxed from the predictor's at rate 1/dt), not Heun's average of the two.
-            y = (y[0], pred[1] + dt * f1[1], *y[2:])
+            # The basis and the refined width are a warm start, not a path: they take the
+            # predictor's (relaxed at rate 1/dt), not Heun's average of two.
+            counters = y[2].at[4].set(pred[2][4])
+            y = (y[0], pred[1] + dt * f1[1], counters, *y[3:])
         result = RESULTS.where(self._failed(y, flow.bound), RESULTS.diverged, RESULTS.successful)
         result = self.explain(y, result)
         bad = result != RESULTS.successful
