@@ -51,8 +51,12 @@ def third_contraction(
     v: Float[Array, " n"],
     data: PyTree = None,
 ) -> Float[Array, " n"]:
-    """∇_w (uᵀ H(w) v) with u, v held fixed: the third derivative ∇³L[u, v, ·]."""
-    return jax.grad(lambda x: jnp.vdot(u, hvp(f, x, v, data)))(w)
+    """∇_w (uᵀ H(w) v) with u, v held fixed: the third derivative ∇³L[u, v, ·].
+
+    The derivative of H(w)v along u, forward over forward over reverse: as exact as the
+    reverse ∇_w⟨u, H(w)v⟩, and half its time on the digits CNN (4.6 against 9.2
+    gradients; the same on MLP-433, 2.7)."""
+    return jax.jvp(lambda x: hvp(f, x, v, data), (w,), (u,))[1]
 
 
 def use_dense(n: int, k: int) -> bool:

@@ -133,6 +133,7 @@ def test_corrector_terms_equal_the_full_terms_in_an_eigenbasis(x64):
     assert int(full.n_critical) == 2
     c = flow.corrector_terms(_coupled, w, U, jnp.int32(2), LR, None, kappa=kappa)
     assert int(c.n_hvp) == 0 and int(c.n_third) == 3
+    np.testing.assert_allclose(c.grad, jax.grad(_coupled)(w), rtol=1e-12)  # their primal
     np.testing.assert_allclose(
         c.HU[:, :2], full.HU[:, :2] * np.sign(np.sum(full.U * U, 0))[:2], atol=1e-10
     )

@@ -29,7 +29,6 @@ from .._pinned_heun import PinnedHeun, Stage, StiffBlock, exponential_step
 from .._sdcp import _solve as _solve_sdcp
 from .._spectral import (
     OracleCounts,
-    hvp,
     initial_basis,
     refine_eigs,
     top_eigs,
@@ -95,23 +94,27 @@ def _gradP(f, w, U, data, j, with_hvp=False):
 
     One contraction per pair, j(j+1)/2 in all, in a loop whose length is the number of
     critical directions: nothing is spent before the edge of stability. Each is the
-    pullback of w ↦ H(w)u_b along u_a, whose forward pass is an HVP: `with_hvp=True` also
-    returns HU (n, k), H u_b for b < j and 0 beyond, at no extra oracle cost.
+    derivative of w ↦ H(w)u_b along u_a (`third_contraction`), whose primal is an HVP:
+    `with_hvp=True` also returns HU (n, k), H u_b for b < j and 0 beyond, and ∇L (0 when
+    j = 0), at no extra oracle cost.
     """
     k, n = U.shape[1], w.shape[0]
     a, b = (jnp.asarray(i, jnp.int32) for i in np.triu_indices(k))  # pairs, in order of b
     order = np.argsort(np.triu_indices(k)[1], kind="stable")
     a, b = a[order], b[order]  # the first j(j+1)/2 pairs are those with b < j
 
-    def body(p, carry):
-        G, HU = carry
-        Hu, pull = jax.vjp(lambda x: hvp(f, x, U[:, b[p]], data), w)
-        (row,) = pull(U[:, a[p]])  # (n,)
-        return G.at[a[p], b[p]].set(row).at[b[p], a[p]].set(row), HU.at[:, b[p]].set(Hu)
+    def grad_and_hvp(x, v):  # (∇L(x), H(x)v): one HVP, the gradient its primal
+        return jax.jvp(lambda z: jax.grad(f)(z, data), (x,), (v,))
 
-    zeros = (jnp.zeros((k, k, n), w.dtype), jnp.zeros((n, k), w.dtype))
-    G, HU = lax.fori_loop(0, j * (j + 1) // 2, body, zeros)
-    return (G, HU) if with_hvp else G
+    def body(p, carry):
+        G, HU, _ = carry
+        (g, Hu), (_, row) = jax.jvp(lambda x: grad_and_hvp(x, U[:, b[p]]), (w,), (U[:, a[p]],))
+        G = G.at[a[p], b[p]].set(row).at[b[p], a[p]].set(row)
+        return G, HU.at[:, b[p]].set(Hu), g
+
+    zeros = (jnp.zeros((k, k, n), w.dtype), jnp.zeros((n, k), w.dtype), jnp.zeros_like(w))
+    G, HU, g = lax.fori_loop(0, j * (j + 1) // 2, body, zeros)
+    return (G, HU, g) if with_hvp else G
 
 
 _MIN_WIDTH = 2  # the narrowest refined block: one critical direction and one to watch
@@ -314,14 +317,18 @@ class CentralFlow(AbstractFlow):
         """The terms at w in a given basis whose first `n_crit` columns (traced) are the
         critical set: PinnedHeun's corrector, in the predictor's refined basis.
 
-        P_ab = u_aᵀH(w)u_b on the critical block, whose H u_b come with ∇P's third
-        derivatives (`_gradP`): one gradient and n_crit(n_crit + 1)/2 thirds, no HVP. The
-        basis is not re-diagonalised: P is a full block, as the SDCP takes it.
+        P_ab = u_aᵀH(w)u_b on the critical block, whose H u_b and ∇L come with ∇P's third
+        derivatives (`_gradP`): n_crit(n_crit + 1)/2 thirds, and no HVP or gradient (one
+        gradient before the edge of stability, n_crit = 0). The basis is not
+        re-diagonalised: P is a full block, as the SDCP takes it. The loss is not computed
+        (NaN).
         """
-        loss, g = jax.value_and_grad(f)(w, data)
         k = U.shape[1]
         crit = jnp.arange(k) < n_crit
-        G, HU = _gradP(f, w, U, data, n_crit, with_hvp=True)
+        G, HU, g = _gradP(f, w, U, data, n_crit, with_hvp=True)
+        # The loss is not needed here; the gradient only before the edge of stability.
+        g = lax.cond(n_crit > 0, lambda: g, lambda: jax.grad(f)(w, data))
+        loss = jnp.full((), jnp.nan, w.dtype)
         P = U.T @ HU
         P = jnp.where(crit[:, None] & crit[None, :], 0.5 * (P + P.T), 0)
         theta = jnp.where(crit, jnp.diagonal(P), -jnp.inf)  # only for the κ per column
