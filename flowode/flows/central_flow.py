@@ -31,6 +31,7 @@ from .._spectral import (
     OracleCounts,
     initial_basis,
     refine_eigs,
+    third_with_primals,
     top_eigs,
     use_dense,
 )
@@ -103,12 +104,9 @@ def _gradP(f, w, U, data, j, with_hvp=False):
     order = np.argsort(np.triu_indices(k)[1], kind="stable")
     a, b = a[order], b[order]  # the first j(j+1)/2 pairs are those with b < j
 
-    def grad_and_hvp(x, v):  # (∇L(x), H(x)v): one HVP, the gradient its primal
-        return jax.jvp(lambda z: jax.grad(f)(z, data), (x,), (v,))
-
     def body(p, carry):
         G, HU, _ = carry
-        (g, Hu), (_, row) = jax.jvp(lambda x: grad_and_hvp(x, U[:, b[p]]), (w,), (U[:, a[p]],))
+        g, Hu, row = third_with_primals(f, w, U[:, a[p]], U[:, b[p]], data)
         G = G.at[a[p], b[p]].set(row).at[b[p], a[p]].set(row)
         return G, HU.at[:, b[p]].set(Hu), g
 
@@ -478,8 +476,11 @@ class CentralFlow(AbstractFlow):
         else:
             c = self.terms(f_s, z, U, lr, data, drift, refine, kappa=kappa)
             d_width = 0
-        sign = jnp.where(jnp.sum(c.U * U, axis=0) < 0, -1, 1).astype(U.dtype)
-        d_U = rate * (c.U * sign - U) if n_crit is None else jnp.zeros_like(U)
+        if n_crit is None:
+            sign = jnp.where(jnp.sum(c.U * U, axis=0) < 0, -1, 1).astype(U.dtype)
+            d_U = rate * (c.U * sign - U)
+        else:  # the corrector keeps the predictor's basis
+            d_U = jnp.zeros_like(U)
         no_solution = ~jnp.all(jnp.isfinite(c.X))
         d_counters = jnp.stack([c.n_hvp, c.n_third, 0, no_solution, d_width])
         d_counters = d_counters.astype(counters.dtype)
@@ -593,11 +594,10 @@ class CentralFlow(AbstractFlow):
             field = lambda z, stage, t=t, j=n_crit: self._evaluate(
                 f, t + dt, z, opt, data, stage, j
             )[0]
-            y, pred, f1 = exponential_step(field, y, f0, block, dt)
+            y, pred, _ = exponential_step(field, y, f0, block, dt)
             # The basis and the refined width are a warm start, not a path: they take the
             # predictor's (relaxed at rate 1/dt), not Heun's average of two.
-            counters = y[2].at[4].set(pred[2][4])
-            y = (y[0], pred[1] + dt * f1[1], counters, *y[3:])
+            y = (y[0], pred[1], y[2].at[4].set(pred[2][4]), *y[3:])
         result = RESULTS.where(self._failed(y, flow.bound), RESULTS.diverged, RESULTS.successful)
         result = self.explain(y, result)
         bad = result != RESULTS.successful
