@@ -292,7 +292,6 @@ def main(argv=None) -> int:
     sw.add_argument("--plot", default=None, help="PNG file of the phase diagram")
     sw.set_defaults(func=_sweep)
     args = parser.parse_args(argv)
-    _persistent_cache()
     try:
         args.func(args)
     except UserError as e:
@@ -301,5 +300,15 @@ def main(argv=None) -> int:
     return 0
 
 
+def console() -> int:
+    """The `flowode` program: `main` with compiled programs kept on disk between processes.
+
+    `main` itself leaves JAX's settings alone, so calling it in-process (tests, notebooks)
+    never turns on the persistent cache of the caller's process.
+    """
+    _persistent_cache()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

@@ -1,3 +1,4 @@
+import jax
 import pytest
 import xarray as xr
 
@@ -26,6 +27,9 @@ def test_run_writes_netcdf_and_png(tmp_path, capsys):
     assert list(ds.flow.values) == ["gd", "midpoint", "gradient"]
     assert png.stat().st_size > 10_000
     assert "gradient" in capsys.readouterr().out
+    # Called in-process, the CLI leaves JAX's settings alone: the on-disk cache of
+    # compiled programs is only for the `flowode` program (it crashed a test process once).
+    assert jax.config.jax_compilation_cache_dir in (None, "")
 
 
 def test_unknown_problem_is_a_clean_error(capsys):
