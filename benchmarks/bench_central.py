@@ -7,7 +7,8 @@ the final distance to two reference central flows: Euler at 16 substeps per GD s
 issue's), and PinnedHeun at 16 (second order, so converged much further).
 
 `python bench_central.py several`: the same schemes on `mlp_regression(d_out=3)`, where
-three eigenvalues turn critical, with each one's pinning.
+three eigenvalues turn critical, with each one's pinning. `python bench_central.py
+predictor [mlp|cnn]`: PinnedHeun's predictor in the carried basis against the refined one.
 """
 
 import platform
@@ -118,7 +119,55 @@ def cnn(steps=1000):
     print(table(rows, header))
 
 
+def predictor(name="mlp", steps=1000, rounds=9):
+    """Exponential PinnedHeun's predictor in the carried basis (the default) against the
+    basis refined first (before 2026-12-01's change), in one process, interleaved: GD,
+    both, in `rounds` rounds, fastest of each. Both are traced here, apart from
+    `simulate`'s cache, with `central_flow._CARRIED_PREDICTOR` set for each. Run it as
+    `XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    taskset -c 0 python bench_central.py predictor [mlp|cnn]` for steadier figures."""
+    from _common import interleaved_times
+
+    from flowode.flows import central_flow
+
+    problem, lr, flow = {
+        "mlp": (fo.problems.mlp_regression(), 0.1, fo.CentralFlow()),
+        "cnn": (fo.problems.digits_cnn(), 0.25, fo.CentralFlow(max_k=2)),
+    }[name]
+    f, w0, d = problem.flat_loss, problem.flat_w0, problem.data
+    lr = jax.numpy.asarray(lr, w0.dtype)
+
+    def compiled(process):
+        run = lambda w, lr, d: process.run(f, w, lr, d, steps)  # noqa: E731
+        return jax.jit(run).lower(w0, lr, d).compile()
+
+    runs = {"gd": compiled(fo.GradientDescent())}
+    for label, carried in (("refined first", False), ("carried (default)", True)):
+        central_flow._CARRIED_PREDICTOR = carried
+        runs[label] = compiled(flow)
+    central_flow._CARRIED_PREDICTOR = True
+    out = {label: run(w0, lr, d) for label, run in runs.items()}
+    times = interleaved_times(runs, w0, lr, d, rounds=rounds)
+    gd = min(times["gd"])
+    rows = []
+    for label, (_, counts, _) in out.items():
+        rows.append(
+            (
+                label,
+                f"{min(times[label]):.3f}",
+                f"{min(times[label]) / gd:.1f}",
+                f"{int(counts.n_grad) / steps:.2f}",
+                f"{int(counts.n_hvp) / steps:.2f}",
+                f"{int(counts.n_third) / steps:.2f}",
+            )
+        )
+    print(f"{problem.name}, {steps} steps, fastest of {rounds} interleaved rounds")
+    print(table(rows, ("process", "s", "×GD", "grads/step", "HVPs/step", "thirds/step")))
+
+
 def main():
+    if sys.argv[1:2] == ["predictor"]:
+        return predictor(*sys.argv[2:3])
     problem = fo.problems.mlp_regression()
     cost = hvp_block_cost(problem)
     print("HVP block of width k, in gradients:", {k: round(v, 1) for k, v in cost.items()})

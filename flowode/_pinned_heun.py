@@ -24,8 +24,9 @@ Heun's real stability interval is [−2, 0] per unit step: at dt = 1 a Hessian m
 Ritz vectors exactly (ETD2RK, Cox and Matthews 2002), with the same κ per stage; central
 flow takes those steps itself (`CentralFlow(solver=PinnedHeun())`), as the block comes
 from its evaluation. It carries the predictor's refined basis rather than Heun's average
-of two, and its corrector works in that basis on the critical block alone, with no HVP
-of its own. Without these (`exponential=False`, a plain diffrax solver) several critical
+of two. Both stages work in the basis refined one step before, on the critical block,
+whose HVPs come with the third derivatives; the predictor's Ritz step refines it for the
+next step. Without these (`exponential=False`, a plain diffrax solver) several critical
 directions were pinned only to 5e-3-5e-2 at dt = 1. Figures: benchmarks/README.md,
 "Central flow: integration scheme".
 

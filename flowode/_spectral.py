@@ -44,6 +44,18 @@ def hvp_block(f: FlatLoss, w: Float[Array, " n"], V: Float[Array, "n k"], data: 
     return jax.vmap(lambda v: hvp(f, w, v, data), in_axes=1, out_axes=1)(V)
 
 
+def value_grad_hvp_block(f: FlatLoss, w: Float[Array, " n"], V: Float[Array, "n k"], data=None):
+    """(L(w), ∇L(w), H(w)V): `hvp_block`, with the loss and gradient that its forward
+    passes compute anyway (the primals of the JVP, shared by the block's columns)."""
+    value_and_grad = lambda x: jax.value_and_grad(f)(x, data)  # noqa: E731
+    if V.shape[1] == 1:
+        (loss, g), (_, Hv) = jax.jvp(value_and_grad, (w,), (V[:, 0],))
+        return loss, g, Hv[:, None]
+    one = lambda v: jax.jvp(value_and_grad, (w,), (v,))  # noqa: E731
+    (loss, g), (_, HV) = jax.vmap(one, in_axes=1, out_axes=((None, None), (0, 1)))(V)
+    return loss, g, HV
+
+
 def third_contraction(
     f: FlatLoss,
     w: Float[Array, " n"],
@@ -133,12 +145,22 @@ def orthonormal(U: Float[Array, "n k"]) -> Float[Array, "n k"]:
     return Q * signs
 
 
-def _ritz_start(f, w, U, data):
-    """Orthonormalised U with HU and its Ritz values θ (descending): k HVPs."""
-    U = orthonormal(U)  # (n, k)
-    HU = hvp_block(f, w, U, data)  # (n, k)
+def ritz_pairs(U: Float[Array, "n k"], HU: Float[Array, "n k"]):
+    """The Ritz pairs within span(U) (U orthonormal) from its HU: (θ desc, U, HU), no HVP."""
     theta, C = _desc_eigh(U.T @ HU)
     return theta, U @ C, HU @ C
+
+
+def _ritz_start(f, w, U, data, value=False):
+    """Orthonormalised U with HU and its Ritz values θ (descending): k HVPs. `value`:
+    also (L(w), ∇L(w)), the HVPs' primals."""
+    U = orthonormal(U)  # (n, k)
+    if value:
+        loss, g, HU = value_grad_hvp_block(f, w, U, data)  # (n, k)
+    else:
+        HU = hvp_block(f, w, U, data)  # (n, k)
+    out = ritz_pairs(U, HU)
+    return (*out, (loss, g)) if value else out
 
 
 def _ritz_step(f, w, theta, U, HU, data):
@@ -164,6 +186,7 @@ def refine_eigs(
     *,
     iters: int = 1,
     step: bool | Array = True,
+    value: bool = False,
 ) -> tuple[Float[Array, " k"], Float[Array, "n k"], Float[Array, "n k"], int | Array]:
     """Top-k Ritz pairs at w refined from a nearby basis U: (θ desc, U, HU, HVPs spent).
 
@@ -173,12 +196,25 @@ def refine_eigs(
     cost is fixed, which keeps a flow's oracle count exact. `step` False (or a traced
     bool) skips the steps: the Ritz pairs within span(U), k HVPs. Returns HU too, so
     callers get UᵀHU and UᵀH²U for free. Small problems take the dense path of `top_eigs`.
+    `value`: also return (L(w), ∇L(w)), which the first HVPs compute anyway.
     """
     n, k = U.shape
     if use_dense(n, 2 * k):
         theta, U = _dense_top(f, w, k, data)
-        return theta, U, U * theta, n
+        out = theta, U, U * theta, n
+        return (*out, jax.value_and_grad(f)(w, data)) if value else out
+    if value:
+        theta, U, HU, lg = _ritz_start(f, w, U, data, value=True)
+        out = refine_from(f, w, theta, U, HU, data, iters=iters, step=step)
+        return (*out, lg)
     theta, U, HU = _ritz_start(f, w, U, data)
+    return refine_from(f, w, theta, U, HU, data, iters=iters, step=step)
+
+
+def refine_from(f, w, theta, U, HU, data, *, iters=1, step=True):
+    """`refine_eigs`'s Ritz steps from Ritz pairs (θ, U, HU) at w: (θ, U, HU, HVPs), the
+    HVPs counted as `refine_eigs` does, k for HU included."""
+    k = U.shape[1]
 
     def steps(c):
         for _ in range(iters):

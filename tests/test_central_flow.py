@@ -147,6 +147,40 @@ def test_corrector_terms_equal_the_full_terms_in_an_eigenbasis(x64):
     assert abs(float(c1.P[0, 1])) > 1e-3
 
 
+def test_predictor_terms_equal_the_full_terms_in_an_eigenbasis(x64):
+    # PinnedHeun's predictor in the carried basis: in exact eigenvectors its critical
+    # block, gradient, loss and velocity equal those of `terms`; the critical columns'
+    # HU come with their thirds (width − n_crit + width HVPs) and the Ritz step leaves
+    # an exact basis where it is. Off it, P is the full block and `ritz` is refined at w.
+    w = jnp.array([0.01, -0.02, 0.03, 0.0, 0.01, 0.02])
+    flow = fo.CentralFlow()
+    U = jnp.asarray(np.linalg.eigh(np.asarray(jax.hessian(_coupled)(w)))[1][:, ::-1][:, :3])
+    stage = fo.PinnedHeun.first_stage(jnp.ones((), w.dtype))
+    kappa = (stage.above, stage.below)
+    full = flow.terms(_coupled, w, U, LR, None, refine=False, kappa=kappa)
+    assert int(full.n_critical) == 2
+    width = jnp.int32(3)
+    c = flow.predictor_terms(_coupled, w, U, jnp.int32(2), width, LR, None, kappa=kappa)
+    assert int(c.n_hvp) == 1 + 3 and int(c.n_third) == 3
+    assert float(c.loss) == pytest.approx(float(_coupled(w)), rel=1e-12)
+    np.testing.assert_allclose(c.grad, jax.grad(_coupled)(w), rtol=1e-12)
+    np.testing.assert_allclose(c.P, np.diag([*full.theta[:2], 0]), atol=1e-10)
+    np.testing.assert_allclose(c.velocity, full.velocity, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(c.ritz.theta, full.theta, rtol=1e-10)
+    assert int(c.ritz.n_critical) == 2
+    np.testing.assert_allclose(np.abs(np.sum(c.ritz.U * U, 0)), 1, rtol=1e-10)
+    # Before the edge of stability: HVPs only, whose primals are L and ∇L.
+    c0 = flow.predictor_terms(_coupled, w, U, jnp.int32(0), width, LR, None, kappa=kappa)
+    assert int(c0.n_hvp) == 6 and int(c0.n_third) == 0
+    np.testing.assert_allclose(c0.grad, jax.grad(_coupled)(w), rtol=1e-12)
+    w1 = w + 0.01
+    c1 = flow.predictor_terms(_coupled, w1, U, jnp.int32(2), width, LR, None, kappa=kappa)
+    H1 = np.asarray(jax.hessian(_coupled)(w1))
+    np.testing.assert_allclose(c1.P[:2, :2], U[:, :2].T @ H1 @ U[:, :2], rtol=1e-9)
+    want = np.linalg.eigvalsh(H1)[::-1][:3]
+    np.testing.assert_allclose(c1.ritz.theta, want, rtol=1e-3)  # one Ritz step from U
+
+
 @pytest.mark.parametrize(
     "scheme, per_step, settle",
     [(EULER, 4, 10), ({}, 2, 20)],

@@ -74,3 +74,18 @@ def test_ritz_step_from_an_exact_eigenbasis_stays_exact(k):
     theta, V, _ = _ritz_step(f, jnp.ones(n), theta, V, HV, None)
     np.testing.assert_allclose(theta, lam[::-1][:k], rtol=1e-6)
     assert bool(jnp.all(jnp.isfinite(V)))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_value_grad_hvp_block_returns_the_primals_of_its_hvps(mlp64, k):
+    """The Ritz start's loss and gradient (central flow's, at no oracle cost of their own)
+    are L(w) and ∇L(w), and its block is H(w)V."""
+    from flowode._spectral import hvp_block, value_grad_hvp_block
+
+    f, w, d = mlp64.flat_loss, mlp64.flat_w0, mlp64.data
+    V = jax.random.normal(jax.random.key(1), (w.shape[0], k), w.dtype)
+    loss, g, HV = value_grad_hvp_block(f, w, V, d)
+    loss_ref, g_ref = jax.value_and_grad(f)(w, d)
+    np.testing.assert_allclose(loss, loss_ref, rtol=1e-12)
+    np.testing.assert_allclose(g, g_ref, rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(HV, hvp_block(f, w, V, d), rtol=1e-10, atol=1e-12)

@@ -10,8 +10,9 @@ solves SDCP(α, β) with P_ij = u_iᵀHu_j and ∇P_ij = ∇³L[u_i, u_j, ·]:
 At complementarity each critical eigenvalue obeys dP/dt = κ(2/η − P), so κ pins ηλ at 2.
 The eigenbasis is part of the ODE state: it relaxes towards the Ritz basis, refined by
 one block Rayleigh–Ritz step (2k HVPs) once per GD step; between, Euler ¼'s substeps take
-the Ritz pairs within the carried basis (k HVPs), and PinnedHeun's corrector evaluates
-the critical block of the predictor's basis, whose HVPs come with its third derivatives.
+the Ritz pairs within the carried basis (k HVPs). PinnedHeun's two stages both evaluate
+the critical block of the basis refined one step before, whose HVPs come with its third
+derivatives; the predictor refines the basis for the next step from them.
 """
 
 from typing import ClassVar, NamedTuple
@@ -30,7 +31,10 @@ from .._sdcp import _solve as _solve_sdcp
 from .._spectral import (
     OracleCounts,
     initial_basis,
+    orthonormal,
     refine_eigs,
+    refine_from,
+    ritz_pairs,
     third_with_primals,
     top_eigs,
     use_dense,
@@ -55,6 +59,16 @@ class CentralTerms(NamedTuple):
     velocity: Float[Array, " n"]  # dw/dt
     n_hvp: Int[Array, ""]
     n_third: Int[Array, ""]
+    ritz: "Ritz"  # the refined Ritz pairs at this point (U's own, unless `predictor_terms`)
+
+
+class Ritz(NamedTuple):
+    """The top Ritz pairs refined at a point: the basis's next warm start, the stiff block
+    and the critical set of the evaluations that follow."""
+
+    theta: Float[Array, " k"]  # descending; −∞ outside the refined width
+    U: Float[Array, "n k"]
+    n_critical: Int[Array, ""]
 
 
 class CentralCache(eqx.Module):
@@ -115,6 +129,10 @@ def _gradP(f, w, U, data, j, with_hvp=False):
     return (G, HU, g) if with_hvp else G
 
 
+# Exponential PinnedHeun's predictor in the carried basis (`predictor_terms`); False:
+# refined first (`terms`), as before 2026-12-01. Read when a run is traced (benchmarks).
+_CARRIED_PREDICTOR = True
+
 _MIN_WIDTH = 2  # the narrowest refined block: one critical direction and one to watch
 
 
@@ -122,24 +140,61 @@ def _refine_prefix(f, w, U, data, width, iters, step):
     """`refine_eigs` on the first `width` columns of U (traced: `_MIN_WIDTH` or all k).
 
     The rest keep their vectors, with θ = −∞ and HU = 0 there, so that they are never
-    critical: k HVPs become width HVPs (2·width with the Ritz step). Two branches, each
+    critical: k HVPs become width HVPs (2·width with the Ritz step). Also returns
+    (L(w), ∇L(w)), the first HVPs' primals. Two branches, each
     a fixed-size solve; one branch per width (2, 3, ..., k) compiled 4.5 s more on
     MLP-433 (17.2 s against 12.7 s) for no gain there (`bench_central.py`).
     """
-    k = U.shape[1]
 
     def branch(j):
         def go(_):
-            theta, V, HV, n_hvp = refine_eigs(f, w, U[:, :j], data, iters=iters, step=step)
-            pad = k - j
-            theta = jnp.concatenate([theta, jnp.full((pad,), -jnp.inf, theta.dtype)])
-            V = jnp.concatenate([V, U[:, j:]], axis=1)
-            HV = jnp.concatenate([HV, jnp.zeros((U.shape[0], pad), U.dtype)], axis=1)
-            return theta, V, HV, jnp.asarray(n_hvp, jnp.int32)
+            theta, V, HV, n_hvp, lg = refine_eigs(
+                f, w, U[:, :j], data, iters=iters, step=step, value=True
+            )
+            return (*_padded(theta, V, HV, U), jnp.asarray(n_hvp, jnp.int32), lg)
 
         return go
 
-    return lax.cond(width > _MIN_WIDTH, branch(k), branch(_MIN_WIDTH), None)
+    return lax.cond(width > _MIN_WIDTH, branch(U.shape[1]), branch(_MIN_WIDTH), None)
+
+
+def _refine_prefix_from(f, w, U, HU, data, width, iters, step):
+    """`_refine_prefix` from HU of U's first `width` columns (U orthonormal): the Ritz
+    pairs of their span, then the Ritz step(s). HVPs: `width` per step."""
+
+    def branch(j):
+        def go(_):
+            theta, V, HV = ritz_pairs(U[:, :j], HU[:, :j])
+            theta, V, HV, n_hvp = refine_from(f, w, theta, V, HV, data, iters=iters, step=step)
+            return (*_padded(theta, V, HV, U), jnp.asarray(n_hvp, jnp.int32) - j)
+
+        return go
+
+    return lax.cond(width > _MIN_WIDTH, branch(U.shape[1]), branch(_MIN_WIDTH), None)
+
+
+def _padded(theta, V, HV, U):
+    """(θ, V, HV) of U's first columns, padded to U's width: the others keep their
+    vectors, with θ = −∞ and HU = 0, so that they are never critical."""
+    pad = U.shape[1] - V.shape[1]
+    theta = jnp.concatenate([theta, jnp.full((pad,), -jnp.inf, theta.dtype)])
+    V = jnp.concatenate([V, U[:, V.shape[1] :]], axis=1)
+    HV = jnp.concatenate([HV, jnp.zeros((U.shape[0], pad), U.dtype)], axis=1)
+    return theta, V, HV
+
+
+def _hvps_from(f, w, U, HU, g, start, stop, data):
+    """H u_b for start ≤ b < stop (traced) into HU, one plain HVP each, with L(w) and
+    ∇L(w) as their primals (NaN and `g` when the range is empty)."""
+
+    def body(b, carry):
+        HU, _, _ = carry
+        value_and_grad = lambda x: jax.value_and_grad(f)(x, data)  # noqa: E731
+        (loss, g), (_, Hu) = jax.jvp(value_and_grad, (w,), (U[:, b],))
+        return HU.at[:, b].set(Hu), loss, g
+
+    start, stop = (jnp.asarray(i, jnp.int32) for i in (start, stop))
+    return lax.fori_loop(start, stop, body, (HU, jnp.full((), jnp.nan, w.dtype), g))
 
 
 def _sdcp_on_prefix(
@@ -210,7 +265,9 @@ class CentralFlow(AbstractFlow):
 
     Cost per evaluation: one gradient, max_k HVPs (2·max_k at integer times), and
     j(j+1)/2 third-derivative contractions for j critical directions; exponential
-    PinnedHeun's corrector spends no HVP (`corrector_terms`). With PinnedHeun or
+    PinnedHeun's corrector spends no HVP (`corrector_terms`), and its predictor none
+    for the critical columns (`predictor_terms`), nor a gradient past the onset: the
+    thirds' primals are H u and ∇L, as the Ritz start's are ∇L and L. With PinnedHeun or
     Euler at a constant step that divides a GD step, the evaluation at each integer time
     is taken at the end of the step before and kept in the carry (`CentralCache`): it is
     the next step's first stage and this step's observables, so observing central flow
@@ -295,11 +352,15 @@ class CentralFlow(AbstractFlow):
         the relaxation rate (None: `self.relaxation`), or a pair (κ above 2/η, κ below)
         applied per Ritz value (P is diagonal in the Ritz basis, up to rounding).
         """
-        loss, g = jax.value_and_grad(f)(w, data)
+        # L and ∇L are the primals of the Ritz start's HVPs: no gradient of their own.
         if width is None:
-            theta, U, HU, n_hvp = refine_eigs(f, w, U, data, iters=self.ritz_iters, step=refine)
+            theta, U, HU, n_hvp, (loss, g) = refine_eigs(
+                f, w, U, data, iters=self.ritz_iters, step=refine, value=True
+            )
         else:
-            theta, U, HU, n_hvp = _refine_prefix(f, w, U, data, width, self.ritz_iters, refine)
+            theta, U, HU, n_hvp, (loss, g) = _refine_prefix(
+                f, w, U, data, width, self.ritz_iters, refine
+            )
         crit = lr * theta > self.sdcp_threshold  # a prefix: θ is sorted
         n_crit = jnp.sum(crit)
         G = _gradP(f, w, U, data, n_crit)
@@ -333,8 +394,40 @@ class CentralFlow(AbstractFlow):
         n_hvp = jnp.int32(0)
         return self._constrained(loss, g, theta, U, HU, P, crit, G, n_hvp, lr, drift, kappa)
 
-    def _constrained(self, loss, g, theta, U, HU, P, crit, G, n_hvp, lr, drift, kappa):
-        """X from the SDCP on the critical block, and the velocity (`terms`)."""
+    def predictor_terms(
+        self, f, w, U, n_crit, width, lr, data, drift=None, kappa=None, refine=True
+    ) -> CentralTerms:
+        """The terms at w in the carried basis U (refined one step before), whose first
+        `n_crit` columns (traced) were the critical set there: PinnedHeun's predictor.
+
+        As in `corrector_terms`, the critical block's HU and ∇L come with ∇P's thirds and
+        P is a full block; the other columns of the refined `width` take one HVP each
+        (their primals give L and ∇L before the edge of stability). The Ritz step from
+        these HU refines the basis at w for the evaluations that follow (`ritz`): the
+        critical columns' HVPs are not spent twice, and the SDCP sees the basis one step
+        old, as the corrector does. HVPs: width − n_crit + width.
+        """
+        k = U.shape[1]
+        U = orthonormal(U)  # the columns past the width may have drifted from the rest
+        n_crit = jnp.minimum(n_crit, width)
+        G, HU, g = _gradP(f, w, U, data, n_crit, with_hvp=True)
+        HU, loss, g = _hvps_from(f, w, U, HU, g, n_crit, width, data)
+        # Every refined column critical: the loss alone, a forward pass.
+        loss = lax.cond(n_crit >= width, lambda: f(w, data), lambda: loss)
+        crit = jnp.arange(k) < n_crit
+        P = U.T @ HU
+        P = jnp.where(crit[:, None] & crit[None, :], 0.5 * (P + P.T), 0)
+        theta = jnp.where(crit, jnp.diagonal(P), -jnp.inf)  # only for the κ per column
+        r_theta, r_U, _, n_step = _refine_prefix_from(
+            f, w, U, HU, data, width, self.ritz_iters, refine
+        )
+        ritz = Ritz(r_theta, r_U, jnp.sum(lr * r_theta > self.sdcp_threshold))
+        n_hvp = (width - n_crit + n_step).astype(jnp.int32)
+        return self._constrained(loss, g, theta, U, HU, P, crit, G, n_hvp, lr, drift, kappa, ritz)
+
+    def _constrained(self, loss, g, theta, U, HU, P, crit, G, n_hvp, lr, drift, kappa, ritz=None):
+        """X from the SDCP on the critical block, and the velocity (`terms`). `ritz`:
+        the refined pairs at this point, None for U's own."""
         n_crit = jnp.sum(crit)
         n_third = n_crit * (n_crit + 1) // 2
         k = theta.shape[0]
@@ -354,8 +447,9 @@ class CentralFlow(AbstractFlow):
             alpha, beta = alpha + d_alpha, beta + d_beta
         X, residual = _sdcp_on_prefix(alpha, beta, crit, n_crit)
         velocity = -lr * (g + 0.5 * jnp.einsum("ij,ijn->n", X, G))
+        ritz = Ritz(theta, U, n_crit) if ritz is None else ritz
         return CentralTerms(
-            loss, g, theta, U, HU, P, n_crit, G, X, residual, velocity, n_hvp, n_third
+            loss, g, theta, U, HU, P, n_crit, G, X, residual, velocity, n_hvp, n_third, ritz
         )
 
     def supports(self, opt):
@@ -447,10 +541,12 @@ class CentralFlow(AbstractFlow):
         """κ for solvers that do not set their own: `kappa`, or 1/dt0 (deadbeat for Euler)."""
         return self.kappa if self.kappa is not None else 1.0 / self.dt0
 
-    def _evaluate(self, f, t, y, opt, data, stage=None, n_crit=None):
+    def _evaluate(self, f, t, y, opt, data, stage=None, n_crit=None, carried=None):
         """(dy/dt, the terms, s) at time t: s is RMSProp's √P⁻¹, None for GD. `n_crit`
         (exponential PinnedHeun's corrector): y's basis is the predictor's refined one and
-        its first n_crit columns the critical set (`corrector_terms`); it stays put."""
+        its first n_crit columns the critical set (`corrector_terms`); it stays put.
+        `carried` (its predictor): the critical count where y's basis was refined, one
+        step before (`predictor_terms`)."""
         w, U, counters = y[:3]
         nu = y[3] if len(y) == 4 else None
         f_s, z, s, lr = self._geometry(f, opt, w, nu, t)
@@ -468,17 +564,26 @@ class CentralFlow(AbstractFlow):
         if n_crit is not None:
             c = self.corrector_terms(f_s, z, U, n_crit, lr, data, drift, kappa)
             d_width = 0
+        elif carried is not None and not use_dense(n, 2 * k):
+            if self._adaptive(n, k):
+                width = jnp.clip(jnp.round(counters[4]), _MIN_WIDTH, k).astype(jnp.int32)
+            else:
+                width = jnp.int32(k)
+            c = self.predictor_terms(f_s, z, U, carried, width, lr, data, drift, kappa, refine)
+            d_width = rate * (self._next_width(lr * c.ritz.theta, k) - counters[4])
+            if not self._adaptive(n, k):
+                d_width = 0
         elif self._adaptive(n, k):
             width = jnp.clip(jnp.round(counters[4]), _MIN_WIDTH, k).astype(jnp.int32)
             c = self.terms(f_s, z, U, lr, data, drift, refine, width, kappa)
             # The width relaxes to the new tracked count as U does (Euler: replaced).
-            d_width = rate * (self._next_width(lr * c.theta, k) - counters[4])
+            d_width = rate * (self._next_width(lr * c.ritz.theta, k) - counters[4])
         else:
             c = self.terms(f_s, z, U, lr, data, drift, refine, kappa=kappa)
             d_width = 0
         if n_crit is None:
-            sign = jnp.where(jnp.sum(c.U * U, axis=0) < 0, -1, 1).astype(U.dtype)
-            d_U = rate * (c.U * sign - U)
+            sign = jnp.where(jnp.sum(c.ritz.U * U, axis=0) < 0, -1, 1).astype(U.dtype)
+            d_U = rate * (c.ritz.U * sign - U)
         else:  # the corrector keeps the predictor's basis
             d_U = jnp.zeros_like(U)
         no_solution = ~jnp.all(jnp.isfinite(c.X))
@@ -536,11 +641,11 @@ class CentralFlow(AbstractFlow):
         per_step = 1.0 / self.dt0
         return abs(per_step - round(per_step)) < 1e-9
 
-    def _cache(self, f, t, y, opt, data) -> CentralCache:
+    def _cache(self, f, t, y, opt, data, carried=None) -> CentralCache:
         stage = None
         if isinstance(self.solver, PinnedHeun):  # the next step's predictor
             stage = PinnedHeun.first_stage(jnp.asarray(self.dt0, jnp.result_type(y[0])))
-        dy, c, s = self._evaluate(f, t, y, opt, data, stage)
+        dy, c, s = self._evaluate(f, t, y, opt, data, stage, carried=carried)
         lr = opt.learning_rate(t) if s is None else jnp.ones((), c.grad.dtype)
         sigma, Q = jnp.linalg.eigh(c.X)
         sigma, Q = sigma[::-1], Q[:, ::-1]
@@ -553,11 +658,11 @@ class CentralFlow(AbstractFlow):
             "predicted_loss": c.loss + 0.5 * jnp.sum(c.P * c.X),
             "predicted_grad_norm": jnp.sqrt(jnp.sum(grad**2) + jnp.sum((HU.T @ HU) * c.X)),
             "sigma": sigma,
-            "n_critical": c.n_critical,
-            "n_tracked": jnp.sum(lr * c.theta >= self.track_threshold),
+            "n_critical": c.ritz.n_critical,
+            "n_tracked": jnp.sum(lr * c.ritz.theta >= self.track_threshold),
             "sdcp_residual": c.sdcp_residual,
         }
-        theta, U = (c.theta, c.U) if s is None else (None, None)
+        theta, U = (c.ritz.theta, c.ritz.U) if s is None else (None, None)
         stiff = self._stiff_block(c, s, lr) if self._exponential else None
         return CentralCache(dy, c.loss, grad, observed, V, theta, U, c.n_hvp, c.n_third, stiff)
 
@@ -569,8 +674,9 @@ class CentralFlow(AbstractFlow):
     def _stiff_block(c: CentralTerms, s, lr) -> StiffBlock:
         """dw/dt's linear part along the refined Ritz vectors: rate ηθ each (RMSProp: θ
         of sHs in z = w/s, η = 1); columns outside the refined block are inert."""
-        rates = jnp.where(jnp.isfinite(c.theta), lr * c.theta, 0).astype(c.U.dtype)
-        return StiffBlock(c.U, rates, s)
+        theta, U = c.ritz.theta, c.ritz.U
+        rates = jnp.where(jnp.isfinite(theta), lr * theta, 0).astype(U.dtype)
+        return StiffBlock(U, rates, s)
 
     def _exponential_advance(self, f, carry, opt, data, k):
         """One GD step of exponential PinnedHeun (`_pinned_heun.exponential_step`), m =
@@ -587,9 +693,11 @@ class CentralFlow(AbstractFlow):
         for i in range(m):
             t = jnp.asarray(k, dtype) + i * dt
             if i > 0:  # a predictor between integer times: evaluated here
-                f0, c, s = self._evaluate(f, t, y, opt, data, PinnedHeun.first_stage(dt))
+                f0, c, s = self._evaluate(
+                    f, t, y, opt, data, PinnedHeun.first_stage(dt), carried=n_crit
+                )
                 lr = opt.learning_rate(t) if s is None else jnp.ones((), dtype)
-                block, n_crit = self._stiff_block(c, s, lr), c.n_critical
+                block, n_crit = self._stiff_block(c, s, lr), c.ritz.n_critical
             # The corrector works in the predictor's refined basis, on its critical set.
             field = lambda z, stage, t=t, j=n_crit: self._evaluate(
                 f, t + dt, z, opt, data, stage, j
@@ -630,7 +738,12 @@ class CentralFlow(AbstractFlow):
         else:
             flow, counts, result = super().advance(f, carry.flow, opt, data, k, carry.cache.field)
         t1 = jnp.asarray(k + 1, flow.bound.dtype)
-        return CentralCarry(flow, self._cache(f, t1, flow.y, opt, data)), counts, result
+        # Exponential PinnedHeun's next predictor works in the basis carried from here.
+        carried = None
+        if self._exponential and _CARRIED_PREDICTOR:
+            carried = carry.cache.observed["n_critical"]
+        cache = self._cache(f, t1, flow.y, opt, data, carried)
+        return CentralCarry(flow, cache), counts, result
 
     def state(self, carry):
         return CentralState(carry.flow.y, carry.cache)
