@@ -260,7 +260,7 @@ class CentralFlow(AbstractFlow):
     (`_pinned_heun.py`). On MLP-433 its path is 17× closer to a converged one than the
     published scheme's, Euler at 4 substeps (`solver=diffrax.Euler(), dt0=0.25,
     adaptive_width=False`; there `kappa`, None: 1/dt0, is the SDCP's relaxation rate),
-    at 25× GD's wall time against 54× (benchmarks/README.md, "Central flow: integration
+    at about 21× GD's wall time against 54× (benchmarks/README.md, "Central flow: integration
     scheme").
 
     Cost per evaluation: one gradient, max_k HVPs (2·max_k at integer times), and
