@@ -1,3 +1,4 @@
+import gc
 import os
 
 import jax
@@ -18,6 +19,20 @@ def full_matmul_precision():
     float32 on GPUs too, as `simulate` computes its own: JAX's default there is TF32."""
     with jax.default_matmul_precision("highest"):
         yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def release_compiled_programs():
+    """Free every compiled program after each test module.
+
+    XLA's CPU backend maps each executable into memory in several pieces, and JAX keeps
+    every executable a jitted function ever compiled. Over the whole suite in one process
+    that passed Linux's limit on memory mappings per process (vm.max_map_count, 65530)
+    and XLA aborted inside its next compile. Clearing JAX's caches frees them.
+    """
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 # Property tests draw the same examples on every run, so CI is deterministic; run with
