@@ -99,9 +99,8 @@ fo.save(ds, sys.argv[1])
 
 
 def test_simulate_is_bit_identical_across_runs_and_recompiles(tmp_path):
-    # Each run compiles everything in a fresh process. In CI's one long pytest process,
-    # XLA crashed three times compiling this program: after `jax.clear_caches()`
-    # (jax-ml/jax#15973), and once without it; a fresh process compiles it cleanly.
+    # Each run compiles everything in a fresh process, so nothing cached in this one (a
+    # compiled program, a trace) can make the second run agree with the first.
     runs = []
     for i in range(2):
         path = tmp_path / f"run{i}.nc"
