@@ -230,6 +230,7 @@ class _Uncached(fo.CentralFlow):
 PLAIN_PINNED = dict(solver=fo.PinnedHeun(exponential=False), dt0=1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme, per_step", [(EULER, 4), (PLAIN_PINNED, 2)])
 def test_kept_evaluation_changes_only_the_cost(x64, scheme, per_step):
     # Euler ¼ and PinnedHeun through diffrax (its predictor) take the evaluation at step
@@ -294,6 +295,7 @@ def _callbacks(fn, *args):
     return len(calls), {m.group(1) if m else "?" for m in names}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adaptive", [False, True])
 def test_basis_is_refined_once_per_gd_step(x64, adaptive):
     # Euler at dt = 1/4: the evaluation at an integer time takes a Ritz step (2k HVPs),
@@ -320,6 +322,7 @@ def test_basis_is_refined_once_per_gd_step(x64, adaptive):
     assert int(field(flow, jnp.asarray(8.0), y, corrector)[2][0]) == k
 
 
+@pytest.mark.slow
 def test_refined_width_follows_the_tracked_eigenvalues(x64):
     # ½Σλw² with ηλ = 1.9, 1.7, 1.6, 0.5-1.0 (100 parameters, past the dense path): more
     # than one tracked (ηλ ≥ 1.5), so the width is max_k = 4; with ηλ₂ below 1.5 it is 2.
@@ -417,6 +420,7 @@ def test_warns_when_every_tracked_slot_is_above_the_tracking_threshold():
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "rmsprop_central_reference.npz")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("steps", [300, pytest.param(800, marks=pytest.mark.slow)])
 def test_rmsprop_central_flow_matches_the_published_code(x64, steps):
     """Against the published JAX central flow (tests/data/, made by the script there) on

@@ -62,6 +62,7 @@ def test_hyperparameter_the_optimiser_lacks_is_a_clean_error(capsys):
     assert "--optimizer gd has no --beta" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sweep_command_streams_members_and_draws_the_phase_diagram(tmp_path, capsys):
     out, png = tmp_path / "sw", tmp_path / "sw.png"
     argv = ["sweep", "--problem", "quartic", "--lr", "0.9,1.0", "--steps", "300", "--flows",

@@ -235,6 +235,7 @@ def test_bad_floor_is_one_clear_sentence(floor):
         fo.EdgeFlow(floor=floor)
 
 
+@pytest.mark.slow
 def test_cli_and_plot_know_edge(tmp_path, capsys):
     from flowode.cli import main
 

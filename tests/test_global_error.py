@@ -13,6 +13,7 @@ def _stiff_quadratic():
 
 
 # GD itself diverges here (ηλ up to 50): only the flows are checked.
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:gd. the state diverged")
 @pytest.mark.parametrize("rtol", [1e-5, 1e-4])
 def test_estimate_equals_the_true_global_error_of_gradient_flow(x64, rtol):
@@ -37,6 +38,7 @@ def test_estimate_equals_the_true_global_error_of_gradient_flow(x64, rtol):
     assert 2 < twin_share < 5
 
 
+@pytest.mark.slow
 def test_rod_estimate_against_a_tight_independent_solve(x64):
     # The rod past its threshold on the softening quartic (it settles on GD's orbit), its
     # error measured against Tsit5 at rtol 1e-11: the estimate within a third of it.

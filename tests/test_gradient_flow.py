@@ -43,6 +43,7 @@ def test_gradient_flow_tracks_gd_when_stable(x64):
     assert errs[1] < 0.6 * errs[0]
 
 
+@pytest.mark.slow
 def test_gradient_flow_float32_runs_and_counts():
     p = fo.problems.mlp_regression()
     ds = fo.simulate(p, lr=0.1, steps=100, flows=("gradient",), eig_every=100)

@@ -21,6 +21,7 @@ NETWORKS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["mse", "ce"])
 @pytest.mark.parametrize("name", sorted(NETWORKS))
 def test_network_derivatives_match_finite_differences(x64, name, loss):

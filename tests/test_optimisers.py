@@ -161,6 +161,7 @@ def test_threshold_is_where_the_linearised_map_flips(x64, opt, expected):
     assert below > -1 > above
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "make",
     [
@@ -187,6 +188,7 @@ def test_stable_flow_converges_to_the_discrete_run_at_first_order(x64, make):
     assert 1.6 < errors[0] / errors[1] < 2.5, errors
 
 
+@pytest.mark.slow
 def test_simulate_with_adam_reports_the_preconditioned_sharpness(mlp):
     opt = fo.Adam(0.01, beta2=0.99)
     ds = fo.simulate(mlp, optimizer=opt, steps=30, flows=("adam", "gradient"), save_params=True)

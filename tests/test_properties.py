@@ -98,6 +98,7 @@ fo.save(ds, sys.argv[1])
 """
 
 
+@pytest.mark.slow
 def test_simulate_is_bit_identical_across_runs_and_recompiles(tmp_path):
     # Each run compiles everything in a fresh process, so nothing cached in this one (a
     # compiled program, a trace) can make the second run agree with the first.

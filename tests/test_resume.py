@@ -81,6 +81,7 @@ def test_killed_run_keeps_its_chunks_and_resumes_bit_identically(uninterrupted, 
     resumed.close()
 
 
+@pytest.mark.slow
 def test_resume_can_extend_a_finished_run_in_other_chunks(tmp_path):
     p = fo.problems.softening_quartic()
     path = tmp_path / "q.nc"

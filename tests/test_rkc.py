@@ -142,6 +142,7 @@ def test_jit_traced_eta_and_fixed_radius(x64):
     assert float(_rel_err(sol.ys, exact(ts, 2.0)).max()) <= 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("every", [10, 25])
 def test_reused_spectral_radius_stays_accurate_as_stiffness_grows(x64, every):
     # w' = −(1 + t)λw: the Jacobian's spectral radius grows 21× over the run, so an

@@ -89,6 +89,7 @@ def _shifted_quadratic(lam, centre, dtype):
     return fo.Problem(loss, 1.5 * c, name="shifted", data=(lam, c))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("floor", [1e-6, None])
 def test_rod_decays_to_its_floor_below_threshold_and_grows_from_it_above(x64, floor):
     # Below the threshold (ηλ₁ = 1.9) |Y| settles on floor·‖w‖ (‖w‖ → ‖c‖ = 5), never 0.
@@ -121,6 +122,7 @@ def test_rod_decays_to_its_floor_below_threshold_and_grows_from_it_above(x64, fl
     assert fit == pytest.approx(np.log(1.05), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_a_numpy_floor_runs_like_the_same_python_number():
     # A NumPy scalar (say eps / np.sqrt(n)) is an array to Equinox: traced, it could not
     # say at trace time whether it is 0, and the run failed to build.
@@ -217,6 +219,7 @@ def _check_onset_and_centre(ds, max_ratio):
     assert float(d.sel(flow="rod")) <= max_ratio * float(d.sel(flow="gradient"))
 
 
+@pytest.mark.slow
 def test_rod_on_mlp_past_eos():
     p = fo.problems.mlp_regression(seed=2)
     ds = fo.simulate(
@@ -274,6 +277,7 @@ def test_diverging_rod_is_reported(x64):
     assert int(ds.diverged_at.sel(flow="gd")) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("lr", [0.05, 0.202])  # below the threshold, and past it (ηλ = 2.02)
 def test_rod_accuracy_does_not_depend_on_the_scale_of_w(dtype, lr):
@@ -353,6 +357,7 @@ def _flip_multiplier(J):
     return float(np.max(np.abs(ev[ev.real < 0])))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ratio", [0.99, 1.01])
 @pytest.mark.parametrize("name, beta", [("heavy_ball", 0.5), ("nesterov", 0.5), ("nesterov", 0.9)])
 def test_optimiser_rod_grows_at_the_period2_rate_past_its_threshold(x64, name, beta, ratio):
@@ -394,6 +399,7 @@ def test_rmsprop_rod_tracks_past_eos_closer_than_the_stable_flow(seed):
     assert float(ds.rod_length.sel(flow="rod")[-1]) > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "flow",
     [
@@ -413,6 +419,7 @@ def test_tolerance_below_the_dtypes_resolution_is_one_sentence(flow):
     assert ds.attrs[f"{flow.name}_status"] == "successful"
 
 
+@pytest.mark.slow
 def test_rod_stays_cheap_below_the_threshold_in_float32():
     # MLP-433 at η = 0.02 never reaches the edge of stability: the half-length sits on its
     # floor. RKC2's spectral radius by difference quotients of the field overestimated it

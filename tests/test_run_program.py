@@ -13,6 +13,7 @@ TIMES = ("wall_time", "compile_time")
 FLOWS = ("gd", "gradient", "rod", "central")
 
 
+@pytest.mark.slow
 def test_results_do_not_depend_on_chunk(x64):
     p = fo.problems.mlp_regression(dtype=jnp.float64)
     kw = dict(lr=0.5, steps=120, flows=("gd", "rod", "central"), eig_k=2)
@@ -95,6 +96,7 @@ def test_bad_inputs_get_one_clear_sentence():
         fo.Problem(lambda w: jnp.sum(w**2), jnp.ones(3, jnp.bfloat16))
 
 
+@pytest.mark.slow
 def test_programs_are_traced_at_the_requested_matmul_precision(monkeypatch):
     # GPUs compute float32 matmuls in TF32 unless told otherwise: simulate traces its
     # programs under a scoped jax.default_matmul_precision, "highest" by default, and
@@ -128,6 +130,7 @@ def test_programs_are_traced_at_the_requested_matmul_precision(monkeypatch):
         fo.simulate(p, lr=1.0, steps=2, precision="tf32")
 
 
+@pytest.mark.slow
 def test_a_successful_run_warns_of_nothing():
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -19,6 +19,7 @@ def test_hvp_matches_dense_hessian(mlp64):
     np.testing.assert_allclose(fo.hvp(p.flat_loss, w, v, p.data), H @ v, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [1, 3])
 def test_top_eigs_match_dense_eigh_on_433_parameter_mlp(mlp64, k):
     p = mlp64

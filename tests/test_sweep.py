@@ -17,6 +17,7 @@ def _mlp(seed):
     return fo.problems.mlp_regression(width=8, n=64, seed=seed)
 
 
+@pytest.mark.slow
 def test_each_member_is_its_own_run():
     ds = fo.sweep(_mlp, seeds=[0, 1], lr=[0.05, 0.2], steps=40, flows=FLOWS)
     assert ds.loss.dims == ("seed", "lr", "flow", "step")
@@ -82,6 +83,7 @@ def _same(a, b, skip=()):
             np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
 
 
+@pytest.mark.slow
 def test_sweep_streams_to_member_files_and_resumes_bit_identically(tmp_path):
     kw = dict(seeds=[0, 1], lr=[0.05, 0.2], flows=FLOWS, chunk=30, save_params=True)
     whole = fo.sweep(_mlp, **kw, steps=90)
@@ -158,6 +160,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("full", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_sharded_sweep_and_data_parallel_run_equal_one_device(full):
     # One subprocess with 8 forced CPU devices (the rest of the suite keeps one), float64.
