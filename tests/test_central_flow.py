@@ -421,7 +421,7 @@ REFERENCE = os.path.join(os.path.dirname(__file__), "data", "rmsprop_central_ref
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("steps", [300, pytest.param(800, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("steps", [300, 800])
 def test_rmsprop_central_flow_matches_the_published_code(x64, steps):
     """Against the published JAX central flow (tests/data/, made by the script there) on
     mlp_regression(width=8, n=64), RMSProp η = 3e-3, β₂ = 0.99, ε = 0, ν₀ = ∇L(w₀)², k = 5,
