@@ -142,6 +142,7 @@ def simulate(
     devices: Sequence[jax.Device] | None = None,
     precision: str = "highest",
     throw: bool = False,
+    attrs: dict[str, str | int | float] | None = None,
 ) -> xr.Dataset:
     """Run an optimiser and the given flows on `problem` for `steps` steps.
 
@@ -160,9 +161,12 @@ def simulate(
     state, and the Dataset returned reads its parameters from the file, so memory does
     not grow with `steps`. `resume=True` continues the run in `out` from its last
     checkpoint (same problem and settings; `steps` may be larger), bit-identical to an
-    uninterrupted run. `progress`: True shows a tqdm bar in GD steps; a callable is
-    called as progress(done, steps) after each chunk (default: a bar from 5000 steps).
-    Ctrl-C returns the completed chunks, with a warning.
+    uninterrupted run. `progress`: True shows a tqdm bar in GD steps (rate and ETA,
+    updated about once a second), False nothing, and a callable is called as
+    progress(done, steps) about once a second; the default is a bar that appears once
+    the run has taken a few seconds. Ctrl-C returns (and writes) the completed steps,
+    with a warning. `attrs`: attributes of your own (str, int or float values) recorded
+    in the Dataset and the run file.
 
     `devices`: run data-parallel over these devices: every array of the problem's data
     is split along its leading (batch) axis, the rest replicated, and XLA partitions the
@@ -193,9 +197,7 @@ def simulate(
         raise TypeError(f"save_params must be True or False, got {save_params!r}.")
     _check_out(out, resume, "the run file to continue")
     _check_precision(precision)
-    if progress is None:
-        progress = steps >= 5000
-    if not (callable(progress) or isinstance(progress, bool | np.bool_)):
+    if not (progress is None or callable(progress) or isinstance(progress, bool | np.bool_)):
         raise TypeError(f"progress must be True, False or a callable, got {progress!r}.")
     processes = _resolve(flows, opt)
 
@@ -211,7 +213,8 @@ def simulate(
         fallback_tol=FALLBACK_TOL,
     )
     labels = settings.labels
-    attrs = _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk)
+    own, attrs = _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk), attrs
+    attrs = {**own, **_user_attributes(attrs, reserved=own)}
     length = _rows_per_chunk(chunk, steps)
     wall = compile_seconds = 0.0
     if resume:
@@ -232,11 +235,32 @@ def simulate(
         )
 
     bar = _Progress(progress, steps, max(done, 0))
+    pace = _Pace(length, paced=bar.active)
     chunks: list[dict] = []  # without `out`
+    pending: list[tuple[np.ndarray, dict]] = []  # rows of the chunk in progress
+    written = done  # the last row in the run file
+
+    def flush():
+        nonlocal written
+        if not pending:
+            return
+        new_steps = np.concatenate([s for s, _ in pending])
+        records = _merge([r for _, r in pending], labels)
+        pending.clear()
+        if out is None:
+            chunks.append(records)
+        else:
+            _write_chunk(out, new_steps, records, state, labels, attrs, steps, wall)
+        written = int(new_steps[-1])
+
     interrupted = False
     try:
         while done < steps:
-            n = min(length if done < 0 else length - 1, steps - done)  # rows
+            # A chunk is `length` rows (the first one row 0 too); it is run in calls of
+            # `pace.rows()` rows of the same compiled program, so that a progress bar
+            # moves every second or so, and written to `out` whole.
+            chunk_end = min(written + (length if written < 0 else length - 1), steps)
+            n = min(pace.rows(), chunk_end - done)
             (state, rows), seconds, compiled = _runner.timed(
                 _runner.run_chunk,
                 settings,
@@ -249,19 +273,19 @@ def simulate(
                 length,
                 precision=precision,
             )
+            pace.record(n, seconds)
             wall, compile_seconds = wall + seconds, compile_seconds + compiled
-            rows = jax.tree_util.tree_map(lambda x, n=n: np.asarray(x)[:n], jax.device_get(rows))
+            rows = jax.tree_util.tree_map(lambda x, n=n: np.asarray(x[:n]), rows)
             new_steps = np.arange(done + 1, done + 1 + n)
-            records = _records(rows, labels, state, wall, compile_seconds)
-            if out is None:
-                chunks.append(records)
-            else:
-                _write_chunk(out, new_steps, records, state, labels, attrs, steps, wall)
+            pending.append((new_steps, _records(rows, labels, state, wall, compile_seconds)))
             done = int(new_steps[-1])
+            if done == chunk_end:
+                flush()
             bar.update(done)
     except KeyboardInterrupt:
-        if out is None and not chunks:
+        if done < 0:
             raise
+        flush()  # the calls completed so far: `state` is the state after the last one
         interrupted = True
         warnings.warn(
             f"simulate was interrupted after step {done} of {steps}: the Dataset holds "
@@ -277,6 +301,24 @@ def simulate(
         ds = _from_file(out)
     _report(processes, ds, throw=throw and not interrupted)
     return ds
+
+
+def _user_attributes(attrs, reserved) -> dict[str, str | int | float]:
+    """A user's own attributes, checked: netCDF stores str, int and float values, and
+    flowode's own attributes keep their names."""
+    if attrs is None:
+        return {}
+    if not isinstance(attrs, dict):
+        raise TypeError(f"attrs must be a dict of str keys, got {type(attrs).__name__}.")
+    for key, value in attrs.items():
+        if not isinstance(key, str):
+            raise TypeError(f"attrs: keys must be strings, got {key!r}.")
+        if key in reserved or key.endswith("_status") or key == "completed_steps":
+            raise ValueError(f"attrs: {key!r} is one of flowode's own attributes; rename it.")
+        ok = isinstance(value, str | int | float | np.integer | np.floating)
+        if not ok or isinstance(value, bool | np.bool_):
+            raise TypeError(f"attrs[{key!r}] must be a str, int or float, got {value!r}.")
+    return dict(attrs)
 
 
 def _check_precision(precision) -> None:
@@ -351,16 +393,29 @@ def _data_parallel(w0, opt, data, devices):
 
 
 class _Progress:
-    """A tqdm bar in GD steps, a user's callable, or nothing."""
+    """A tqdm bar in GD steps (with rate and ETA), a user's callable, or nothing.
+
+    `progress=None` (the default) is a bar that appears once the run has taken a few
+    seconds, so short runs print nothing.
+    """
+
+    DELAY = 3.0  # seconds before the default bar appears
 
     def __init__(self, progress, steps: int, done: int):
         self.call = progress if callable(progress) else None
         self.bar = None
-        if progress is True or (isinstance(progress, np.bool_) and progress):
+        if progress is None or progress is True or (isinstance(progress, np.bool_) and progress):
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=steps, initial=done, unit="step", desc="flowode")
+            delay = self.DELAY if progress is None else 0.0
+            self.bar = tqdm(
+                total=steps, initial=done, unit="step", desc="flowode", delay=delay, leave=True
+            )
         self.done, self.steps = done, steps
+
+    @property
+    def active(self) -> bool:
+        return self.bar is not None or self.call is not None
 
     def update(self, done: int):
         if self.bar is not None:
@@ -372,6 +427,31 @@ class _Progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
+
+
+class _Pace:
+    """How many rows the next call of the chunk program runs.
+
+    Without progress, a whole chunk. With it, as many rows as take about `SECONDS`, from
+    the measured time per row of the calls so far, so that the bar moves about once a
+    second on a network of any size. The calls run the same compiled program (its
+    length is static, the number of rows traced): no recompilation, and the rows are
+    the same as in one call.
+    """
+
+    SECONDS = 1.0
+    GROWTH = 16  # at most this factor more rows than the last call
+
+    def __init__(self, length: int, paced: bool):
+        self.length, self.paced, self.next = length, paced, (1 if paced else length)
+
+    def rows(self) -> int:
+        return self.next
+
+    def record(self, n: int, seconds: float):
+        if self.paced:
+            want = self.SECONDS * n / max(seconds, 1e-6)
+            self.next = int(np.clip(want, 1, min(self.GROWTH * n, self.length)))
 
 
 def _records(rows, labels, state, wall, compile_seconds) -> dict[str, dict[str, np.ndarray]]:

@@ -2,6 +2,7 @@
 
 import argparse
 import inspect
+import json
 import os
 import sys
 import time
@@ -70,15 +71,29 @@ def _optimiser(name: str, lr: float, hyper: dict):
         raise UserError(str(e)) from None
 
 
-def _run_one(name, lr, steps, flows, out, png, optimizer="gd", hyper=None, **kwargs):
+def _run_one(
+    name, lr, steps, flows, out, png, optimizer="gd", hyper=None, problem_args=None, **kwargs
+):
     if name not in PROBLEMS:
         raise UserError(f"unknown problem {name!r}; choose from {', '.join(sorted(PROBLEMS))}")
-    make, default_lr = PROBLEMS[name]
+    make, default_lr = PROBLEMS[name][:2]
     lr = default_lr if lr is None else lr
     opt = _optimiser(optimizer, lr, hyper or {})
+    problem_args = problem_args or {}  # the constructor's arguments (`run` uses defaults)
+    # What rebuilds the problem on --resume: the CLI's key and the constructor's arguments
+    # (a run file otherwise records the problem's own name, e.g. mlp-8-16-16-1).
+    attrs = {"cli_problem": name, "cli_problem_args": json.dumps(problem_args)}
     start = time.perf_counter()
     try:
-        ds = simulate(make(), optimizer=opt, steps=steps, flows=flows, out=out, **kwargs)
+        ds = simulate(
+            make(**problem_args),
+            optimizer=opt,
+            steps=steps,
+            flows=flows,
+            out=out,
+            attrs=attrs,
+            **kwargs,
+        )
     except (ValueError, FileNotFoundError) as e:  # bad settings are the user's to fix
         raise UserError(str(e)) from None
     print(_summary(ds))
@@ -150,14 +165,16 @@ def _resume(args):
     missing = [k for k in ("problem", "lr", "steps", "flows", "eig_k", "chunk") if k not in a]
     if missing:
         raise UserError(f"{path} is not a flowode run file (no {', '.join(missing)} attribute)")
-    for option in ("problem", "lr", "eig_k", "chunk"):
+    key, problem_args = _problem_recipe(path, a)
+    for option, saved in (("problem", key), ("lr", a["lr"]), ("eig_k", a["eig_k"]),
+                          ("chunk", a["chunk"])):  # fmt: skip
         given = getattr(args, option)
-        if given is not None and str(given) != str(a[option]):
-            raise UserError(f"{path} was run with --{option} {a[option]}; it cannot change")
+        if given is not None and str(given) != str(saved):
+            raise UserError(f"{path} was run with --{option} {saved}; it cannot change")
     steps = int(a["steps"]) if args.steps is None else args.steps
     print(f"resuming {path} at step {int(a.get('completed_steps', 0))} of {steps}")
     _run_one(
-        str(a["problem"]),
+        key,
         float(a["lr"]),
         steps,
         tuple(str(a["flows"]).split(",")),
@@ -167,8 +184,26 @@ def _resume(args):
         hyper={k: float(a[f"optimizer_{k}"]) for k in HYPER if f"optimizer_{k}" in a},
         eig_k=int(a["eig_k"]),
         chunk=int(a["chunk"]),
+        problem_args=problem_args,
         resume=True,
         progress=True,
+    )
+
+
+def _problem_recipe(path, attrs: dict) -> tuple[str, dict]:
+    """The built-in problem a run file was written with, and its constructor's arguments:
+    its `cli_problem` attributes, or, for a file written by `simulate`, the built-in
+    problem whose default has the file's problem name."""
+    if "cli_problem" in attrs:
+        return str(attrs["cli_problem"]), json.loads(str(attrs.get("cli_problem_args", "{}")))
+    name = str(attrs["problem"])
+    for key, (make, *_) in PROBLEMS.items():
+        if key == name or make().name == name:
+            return key, {}
+    raise UserError(
+        f"{path} holds a run of problem {name!r}, which is not one of the command line's "
+        "built-in problems; continue it from Python with "
+        "fo.simulate(problem, ..., out=FILE, resume=True)"
     )
 
 

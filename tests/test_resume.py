@@ -12,6 +12,7 @@ import xarray as xr
 
 import flowode as fo
 from flowode.cli import main
+from flowode.problems import PROBLEMS
 
 MLP = fo.problems.mlp_regression()  # one object: its compiled programs are reused
 TIMES = ("wall_time", "compile_time")  # the only variables allowed to differ
@@ -222,3 +223,54 @@ def test_a_checkpoint_of_another_layout_is_refused_in_one_sentence():
     ):
         with pytest.raises(ValueError, match="does not fit this run's state.*Start a new file"):
             _restore(like, arrays)
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param(k, marks=pytest.mark.slow) if k in ("sort-transformer", "digits-cnn") else k
+        for k in sorted(PROBLEMS)
+    ],
+)  # (the two marked slow compile for 15-30 s)
+def test_cli_resumes_its_own_file_for_every_built_in_problem(tmp_path, capsys, key):
+    # The file records the CLI's key and the constructor's arguments, not only the
+    # problem's own name (mlp-8-16-16-1), so `--resume` can rebuild the problem.
+    path = tmp_path / f"{key}.nc"
+    assert main(["run", "--problem", key, "--steps", "3", "--chunk", "2", "--flows", "gd",
+                 "-o", str(path)]) == 0  # fmt: skip
+    assert xr.open_dataset(path, engine="h5netcdf").attrs["cli_problem"] == key
+    assert main(["run", "--resume", str(path), "--steps", "5"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    ds = fo.load(path)
+    assert ds.attrs["completed_steps"] == 5 and ds.attrs["steps"] == 5
+    np.testing.assert_array_equal(ds.step.values, np.arange(6))
+    assert np.all(np.isfinite(ds.loss.sel(flow="gd").values))
+    if key == "mlp":  # and it is the uninterrupted run
+        direct = fo.simulate(MLP, lr=0.1, steps=5, flows=("gd",), chunk=2)
+        assert_same_run(ds, direct)
+
+
+def test_cli_resumes_a_run_killed_by_sigkill(tmp_path):
+    import os
+    import time
+
+    path = tmp_path / "killed.nc"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    argv = [sys.executable, "-m", "flowode.cli", "run", "--problem", "mlp", "--steps", "4000",
+            "--chunk", "10", "--flows", "gd", "-o", str(path)]  # fmt: skip
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Reading the file while it is written would take HDF5's lock from the writer: wait
+    # for the file, then let the run go on for a while (each append takes ~0.2 s).
+    deadline = time.monotonic() + 120
+    while not path.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = int(fo.load(path).attrs["completed_steps"])
+    assert proc.returncode == -signal.SIGKILL
+    assert 10 <= killed_at < 4000, killed_at
+    steps = killed_at + 25  # on to a step that is not a chunk's end
+    assert main(["run", "--resume", str(path), "--steps", str(steps)]) == 0
+    direct = fo.simulate(MLP, lr=0.1, steps=steps, flows=("gd",), chunk=10)
+    assert_same_run(fo.load(path), direct)
