@@ -241,8 +241,11 @@ def test_bad_hyperparameters_are_named(make, match):
 
 
 def test_bad_runs_are_refused_before_they_start(mlp):
-    with pytest.raises(ValueError, match="schedule gives .* at step 50"):
+    # 0 at step 50 is a step that does not move; −0.002 at step 51 is refused.
+    with pytest.raises(ValueError, match="schedule gives .* at step 51.*at least 0"):
         fo.simulate(mlp, lr=optax.linear_schedule(0.1, -0.1, 100), steps=60, flows=("gd",))
+    with pytest.raises(ValueError, match="schedule gives nan at step 0"):
+        fo.simulate(mlp, lr=lambda k: jnp.nan * k, steps=5, flows=("gd",))
     with pytest.raises(ValueError, match="'central' models GD .* and RMSProp only, not Adam"):
         fo.simulate(mlp, optimizer=fo.Adam(0.01), steps=5, flows=("central",))
     with pytest.raises(ValueError, match="'rod' models GD, heavy-ball, .* only, not Adam"):
@@ -253,3 +256,38 @@ def test_bad_runs_are_refused_before_they_start(mlp):
         fo.simulate(mlp, lr=0.1, optimizer=fo.GD(0.1), steps=5)
     with pytest.raises(TypeError, match="flowode optimiser"):
         fo.simulate(mlp, optimizer=optax.adam(0.1), steps=5)
+
+
+def test_schedules_that_start_and_end_at_zero_run_every_flow(mlp):
+    # Warm-up from 0 and cosine decay to 0, the commonest schedules: a step at lr 0 does
+    # not move, the flows' vector fields vanish there, and λ₁(P⁻¹H) = 0 exactly (P⁻¹ ∝ η).
+    # (central flow's SDCP and edge flow's secant divide by η where nothing is critical;
+    # gradient flow and the rod run through the sweep below)
+    sched = optax.warmup_cosine_decay_schedule(0.0, 0.3, warmup_steps=20, decay_steps=80)
+    flows = ("gd", "central", "edge")
+    ds = fo.simulate(mlp, lr=sched, steps=80, flows=flows, save_params=True, progress=False)
+    for flow in flows:
+        assert ds.attrs[f"{flow}_status"] == "successful", flow
+    assert np.all(ds.diverged_at.values == -1)
+    assert np.all(np.isfinite(ds.loss.values)) and np.all(np.isfinite(ds.params.values))
+    gd = ds.sel(flow="gd")
+    np.testing.assert_array_equal(gd.params.isel(step=1), gd.params.isel(step=0))
+    assert float(gd.loss.isel(step=40)) < 0.9 * float(gd.loss.isel(step=0))  # it trained
+    for step in (0, 80):  # lr 0 there
+        np.testing.assert_array_equal(ds.effective_sharpness.sel(step=step).values, 0.0)
+    assert ds.attrs["threshold"] == 2.0
+    # No jump at the start: over step 0 → 1 GD stays at w0 and the flows move only as far
+    # as η(t) on (0, 1) takes them (the flows evaluate the schedule at real times).
+    assert float(ds.distance_to_gd.sel(step=1).max()) < 0.01
+
+
+def test_sweeps_take_schedules_that_reach_zero():
+    make = lambda seed: fo.problems.mlp_regression(width=8, n=64, seed=seed)
+    sched = optax.warmup_cosine_decay_schedule(0.0, 0.2, warmup_steps=10, decay_steps=40)
+    opt = fo.HeavyBall(lr=sched, beta=[0.3, 0.5])  # (at β = 0 the rod is stiff at any lr)
+    flows = ("heavy_ball", "gradient", "rod")
+    ds = fo.sweep(make, seeds=[0], optimizer=opt, steps=40, flows=flows)
+    assert np.all(ds.diverged_at.values == -1)
+    assert np.all(np.isfinite(ds.loss.values))
+    np.testing.assert_array_equal(ds.effective_sharpness.sel(step=[0, 40]).values, 0.0)
+    assert float(ds.loss.isel(step=-1).max()) < float(ds.loss.isel(step=0).min())

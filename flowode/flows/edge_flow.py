@@ -202,7 +202,8 @@ class EdgeFlow(AbstractFlow):
             G, ends_jvp = linearised_pair_grads(f, X, Y, data)  # (2, n)
         else:
             G = pair_grads(f, X, Y, data)  # (2, n)
-        HQ = lr * hvp_block(f, X, Q, data)  # ηH(X)Q: (n, k)
+        HQ_raw = hvp_block(f, X, Q, data)  # H(X)Q: (n, k)
+        HQ = lr * HQ_raw  # ηH(X)Q
         M = Q.T @ HQ  # Rayleigh–Ritz matrix QᵀηHQ: (k, k)
         dQ = HQ - Q @ jnp.triu(M)  # the tangent part of dU: (n, k)
         dU = dQ + (Q - U)
@@ -213,7 +214,7 @@ class EdgeFlow(AbstractFlow):
             # direction per unit magnitude, where that magnitude resolves it (e^{aᵢ} above
             # the probe distance d = √ε‖X‖); below it, the weight e^{aᵢ}/(e^{2aᵢ} + d²)
             # fades the rounding noise of the difference out. k = 1: uᵀ(g₊ − g₋)/(2|Y|).
-            c = 0.5 * (G[0] - G[1]) - (HQ @ m) / lr  # (n,); H(X)Y from the HVPs taken
+            c = 0.5 * (G[0] - G[1]) - HQ_raw @ m  # (n,); H(X)Y from the HVPs taken
             d = probe_distance(jnp.zeros((), X.dtype), X)
             r = r + lr * (Q.T @ c) * m / (m**2 + d**2)
         da = floored_rate(growth_rate(r, self.amplitude_rate), a, self._log_floor(X, amplitude))

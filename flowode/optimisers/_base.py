@@ -5,7 +5,10 @@ Every process (the discrete run and each flow) takes an optimiser as a traced ar
 its hyper-parameters are arrays, so a new value never recompiles and a sweep can `vmap`
 over them. The learning rate may instead be a schedule, a callable of the step (optax's
 schedules work as given); a schedule is part of the compiled program, so a new one
-recompiles.
+recompiles. A schedule may reach 0 (warm-up from 0, decay to 0): a discrete step at lr 0
+does not move, the flows (in GD-step time, with η(t) evaluated at real times) have a
+vanishing vector field there, and λ₁(P⁻¹H) is 0, as P⁻¹ ∝ η; the threshold does not
+depend on η. A negative or non-finite lr is refused before the run.
 """
 
 import abc
@@ -193,8 +196,9 @@ def check_lr(owner: str, lr: Any):
 
 
 def check_schedule(optimiser: AbstractOptimiser, steps: int, dtype):
-    """A schedule must give a positive, finite lr at every step of the run: checked once,
-    before the run, so that nothing fails halfway through it."""
+    """A schedule must give a finite lr ≥ 0 at every step of the run: checked once, before
+    the run, so that nothing fails halfway through it. A step at lr 0 does not move
+    (warm-up from 0, decay to 0)."""
     if not callable(optimiser.lr):
         return
     k = jnp.arange(steps + 1)
@@ -204,10 +208,10 @@ def check_schedule(optimiser: AbstractOptimiser, steps: int, dtype):
         raise ValueError(
             f"{type(optimiser).__name__}: the lr schedule failed at a traced step: {e}"
         ) from None
-    bad = ~(np.isfinite(values) & (values > 0))
+    bad = ~(np.isfinite(values) & (values >= 0))
     if bad.any():
         k = int(np.argmax(bad))
         raise ValueError(
-            f"{type(optimiser).__name__}: the lr schedule gives {values[k]!r} at step {k}; "
-            "it must be positive and finite at every step of the run."
+            f"{type(optimiser).__name__}: the lr schedule gives {float(values[k])!r} at step {k}; "
+            "it must be finite and at least 0 at every step of the run."
         )
