@@ -123,7 +123,10 @@ class Problem:
             )
         value = float(self.flat_loss(self.flat_w0, self.data))
         if not np.isfinite(value):
-            raise ValueError(f"Problem {self.name!r}: the loss at w0 is not finite ({value}).")
+            raise ValueError(
+                f"Problem {self.name!r}: the loss at w0 is not finite ({value}); check the "
+                "data and w0 for NaN or inf values."
+            )
 
     def __repr__(self):
         return f"Problem(name={self.name!r}, n_params={self.n_params}, dtype={self.dtype})"

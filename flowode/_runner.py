@@ -200,9 +200,13 @@ def _row(settings: Settings, f, state: RunState, opt, data, eig_every, k):
     n_fallback = state.tracks.n_fallback + obs.fell_back.astype(jnp.int32)
 
     # -- preconditioned sharpness λ₁(P⁻¹H) ----------------------------------------------
+    # The discrete run's P at step k is that of the update it takes from w_k: its state
+    # after absorbing g_k (Adam's bias-corrected ν̂ = g₀² at step 0, not ν₀ = 0, where
+    # P⁻¹ would be η/ε). A flow's state is already the post-update one.
+    post = opt.increment(gd.carry.opt_state, gd.carry.grad, k)[1]
     opt_states = [
-        gd.carry.opt_state if p is None else p.optimiser_state(s)
-        for p, s in zip(owners, states, strict=True)
+        post if i == 0 or p is None else p.optimiser_state(s)
+        for i, (p, s) in enumerate(zip(owners, states, strict=True))
     ]
     p_inv = [opt.inverse_preconditioner(s, t) for s in opt_states]
     pbasis = state.tracks.pbasis

@@ -3,6 +3,7 @@
 import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
+from matplotlib import ticker
 from matplotlib.figure import Figure
 
 STYLE = {
@@ -29,6 +30,20 @@ def _reference(ds: xr.Dataset) -> str:
     return str(ds.attrs.get("reference", "gd"))
 
 
+def plain_log_ticks(ax, nbins: int = 5):
+    """On a log y-axis that spans less than a decade, evenly spaced ticks with plain
+    labels (2.1, 2.2, 2.3), instead of matplotlib's minor ticks labelled 2.1×10⁰ or a
+    single tick."""
+    if ax.get_yscale() != "log":
+        return ax
+    low, high = ax.get_ylim()
+    if low > 0 and high / low < 10:
+        ax.yaxis.set_major_locator(ticker.MaxNLocator(nbins))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.yaxis.set_minor_locator(ticker.NullLocator())
+    return ax
+
+
 def loss(ds: xr.Dataset, ax=None, *, predicted: bool = True):
     """Loss per process (solid) and each flow's predicted GD loss (dashed)."""
     ax = ax or plt.gca()
@@ -40,6 +55,7 @@ def loss(ds: xr.Dataset, ax=None, *, predicted: bool = True):
             if not np.allclose(pred, ds.loss.sel(flow=flow), equal_nan=True):
                 ax.plot(ds.step, pred, **{**st, "ls": "--", "label": f"{st['label']} (predicted)"})
     ax.set(xlabel="step", ylabel="loss", yscale="log", title="train loss")
+    plain_log_ticks(ax)
     ax.legend(fontsize=7)
     return ax
 
@@ -72,8 +88,9 @@ def distance(ds: xr.Dataset, ax=None):
         if flow == _reference(ds):
             continue
         d = ds.distance_to_gd.sel(flow=flow)
-        ax.plot(ds.step, np.maximum(d, 1e-12), **_style(flow))
+        ax.plot(ds.step, d.where(d > 0), **_style(flow))  # 0 at step 0: off a log axis
     ax.set(xlabel="step", ylabel="‖w − ŵ‖", yscale="log", title="distance to the discrete run")
+    plain_log_ticks(ax)
     ax.legend(fontsize=7)
     return ax
 
@@ -145,6 +162,7 @@ def sweep(ds: xr.Dataset, path=None, *, axes=None, last: int = 100):
             ax.plot(x, v.mean("seed"), marker="o", ms=3, **st)
             ax.fill_between(x, v.min("seed"), v.max("seed"), color=st.get("color"), alpha=0.2)
         ax.set(xlabel=name, ylabel=ylabel, title=f"{title} (last {last} steps)", yscale=scale)
+        plain_log_ticks(ax)
         ax.legend(fontsize=7)
     threshold = float(ds.attrs.get("threshold", 2.0))
     axes[1].axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")

@@ -208,7 +208,9 @@ def test_simulate_with_adam_reports_the_preconditioned_sharpness(mlp):
         return jax.lax.fori_loop(0, 30, body, carry)
 
     carry = last(mlp.flat_w0, opt, d)
-    p = opt.inverse_preconditioner(carry.opt_state, jnp.asarray(30.0))
+    # P of the update taken from the last iterate: Adam's state after absorbing its gradient.
+    post = opt.step(carry.w, carry.opt_state, carry.grad, jnp.asarray(30))[1]
+    p = opt.inverse_preconditioner(post, jnp.asarray(30.0))
     s = jnp.sqrt(p)
     H = jax.jit(jax.hessian(f))(carry.w, d)
     exact = float(jnp.linalg.eigvalsh(s[:, None] * H * s[None, :])[-1])

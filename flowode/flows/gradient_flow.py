@@ -70,7 +70,7 @@ class GradientFlow(AbstractFlow):
     def init(self, f, w0, opt, data):
         if not opt.has_state:
             return w0
-        return (w0, opt.init(w0, jax.grad(f)(w0, data)))
+        return (w0, opt.flow_init(w0, jax.grad(f)(w0, data)))
 
     def vector_field(self, f, t, y, opt, data):
         if opt.has_state:  # the optimiser's stable flow, its state carried along

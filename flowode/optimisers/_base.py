@@ -96,6 +96,12 @@ class AbstractOptimiser(eqx.Module):
     def init(self, w0: Float[Array, " n"], g0: Float[Array, " n"]) -> OptState:
         """The state at step 0, from w₀ and ∇L(w₀)."""
 
+    def flow_init(self, w0: Float[Array, " n"], g0: Float[Array, " n"]) -> OptState:
+        """The stable flow's state at t = 0. Default: `init`. An optimiser whose flow
+        carries post-update moments that start at 0 (Adam, RMSProp from ν₀ = 0) starts
+        them after the first update instead, so that P⁻¹ is not η/ε at t = 0."""
+        return self.init(w0, g0)
+
     @abc.abstractmethod
     def step(
         self, w: Float[Array, " n"], state: OptState, g: Float[Array, " n"], t: Scalar

@@ -38,6 +38,11 @@ class Adam(AbstractOptimiser):
     def init(self, w0, g0):
         return jnp.zeros_like(w0), jnp.zeros_like(w0)
 
+    def flow_init(self, w0, g0):
+        # The flow's moments are the post-update ones: those after step 0, m̂ = g₀ and
+        # ν̂ = g₀² (from m₀ = ν₀ = 0 the flow would start at rest with P⁻¹ = η/ε).
+        return self.step(w0, self.init(w0, g0), g0, jnp.zeros((), jnp.int32))[1]
+
     def step(self, w, state, g, t):
         m, nu = state
         # In optax's order of operations, so that the runs agree to the last bit.

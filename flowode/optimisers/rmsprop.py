@@ -48,6 +48,13 @@ class RMSProp(AbstractOptimiser):
         nu = self._square(g0)
         return nu if self.nu0 == "grad" else jnp.zeros_like(nu)
 
+    def flow_init(self, w0, g0):
+        # The flow's ν is the post-update one; from ν₀ = 0 it starts after step 0 (else
+        # P⁻¹ = η/ε at t = 0). With ν₀ = g₀² the update leaves ν where it is.
+        if self.nu0 == "grad":
+            return self.init(w0, g0)
+        return self.step(w0, self.init(w0, g0), g0, jnp.zeros((), jnp.int32))[1]
+
     def step(self, w, nu, g, t):
         # In optax's order of operations, so that the runs agree to the last bit.
         nu = (1 - self.beta2) * self._square(g) + self.beta2 * nu
