@@ -88,3 +88,25 @@ def test_a_loss_with_nan_data_says_to_check_the_data():
     loss = lambda w, d: jnp.sum((d @ w) ** 2)
     with pytest.raises(ValueError, match="not finite .*check the data and w0"):
         fo.Problem(loss=loss, w0=jnp.ones(2), data=x, name="nan-data")
+
+
+def test_progress_moves_within_a_chunk_and_changes_no_result(mlp, monkeypatch, capsys):
+    # A chunk runs in calls of the same compiled program sized to take about
+    # `_Pace.SECONDS` each; here a few ms, so that a 300-step chunk takes many calls.
+    from flowode import _simulate
+
+    monkeypatch.setattr(_simulate._Pace, "SECONDS", 0.005)
+    kw = dict(lr=0.1, steps=600, chunk=300, flows=("gd", "gradient"))
+    ticks = []
+    ds = fo.simulate(mlp, **kw, progress=lambda done, steps: ticks.append((done, steps)))
+    quiet = fo.simulate(mlp, **kw, progress=False)
+    for name in ds.data_vars:
+        if name not in ("wall_time", "compile_time"):
+            np.testing.assert_array_equal(ds[name].values, quiet[name].values, err_msg=name)
+    done = [d for d, _ in ticks]
+    assert done == sorted(set(done)) and done[-1] == 600 and 300 in done
+    assert len(done) > 6, done  # more than once per chunk
+    assert all(steps == 600 for _, steps in ticks)
+    fo.simulate(mlp, **kw, progress=True)
+    err = capsys.readouterr().err
+    assert "600/600" in err and "step/s" in err  # a tqdm bar with its rate
