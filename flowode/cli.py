@@ -227,7 +227,7 @@ def _sweep(args):
         raise UserError(
             f"unknown problem {args.problem!r}; choose from {', '.join(sorted(PROBLEMS))}"
         )
-    make, _ = PROBLEMS[args.problem]
+    make = PROBLEMS[args.problem][0]
     seeded = "seed" in inspect.signature(make).parameters
     if not seeded and args.seeds > 1:
         raise UserError(f"problem {args.problem} has no seed; use --seeds 1")
@@ -282,6 +282,16 @@ def _persistent_cache():
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
+def _problems_table() -> str:
+    """The built-in problems, their default lr and the step at which GD reaches EOS."""
+    rows = ["built-in problems: default --lr, and the step at which GD's ηS first reaches 1.9"]
+    for key, (_, lr, onset) in sorted(PROBLEMS.items()):
+        when = "no EOS (constant sharpness)" if onset is None else f"EOS at step {onset}"
+        rows.append(f"  {key:<17} --lr {lr:<5g} {when}")
+    rows.append("run past that step (--steps) to see GD at the edge of stability.")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="flowode", description="ODE models of gradient descent at the edge of stability."
@@ -290,9 +300,16 @@ def main(argv=None) -> int:
     demo = sub.add_parser("demo", help="run the built-in default: quartic toy and MLP, all flows")
     demo.add_argument("--outdir", default="out", help="where the .nc and .png files go")
     demo.set_defaults(func=_demo)
-    run = sub.add_parser("run", help="run one built-in problem")
+    run = sub.add_parser(
+        "run",
+        help="run one built-in problem",
+        epilog=_problems_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("--problem", default=None, help=f"one of {', '.join(sorted(PROBLEMS))}")
-    run.add_argument("--lr", type=_positive(float), default=None, help="learning rate η")
+    run.add_argument(
+        "--lr", type=_positive(float), default=None, help="learning rate η (the problem's, below)"
+    )
     run.add_argument(
         "--optimizer", default="gd", choices=tuple(OPTIMISERS), help="the discrete optimiser (gd)"
     )
