@@ -69,7 +69,7 @@ def main():
     print(f"digits CNN (cross-entropy), η = 0.25, {STEPS} steps, chunk {CHUNK}, flows {FLOWS}")
     print(table(rows, ("", "compiled s", "whole call s", "updates", "longest gap s")))
     print(f"with progress ÷ without: {ratio:.3f}; losses bit-identical: {same}")
-    results_path("progress.json").write_text(json.dumps(out, indent=2))
+    results_path("progress").write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":
