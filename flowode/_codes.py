@@ -35,21 +35,37 @@ class RESULTS(diffrax.RESULTS):  # pyright: ignore
     )
 
 
-# diffrax's own failures, said as what to change.
+# diffrax's own failures, said as what to change; {other} is a solver to try instead of
+# the one used (`_other_solver`).
 _ADVICE = {
     "max_steps_reached": (
         "the solver reached its step limit (max_steps_per_gd_step in one GD step); the "
         "flow is stiffer than this solver handles at this tolerance. Raise "
-        "max_steps_per_gd_step, loosen rtol/atol, or use a stabilised solver (fo.RKC2)."
+        "max_steps_per_gd_step, loosen rtol/atol, or use {other}."
     ),
     "dt_min_reached": (
         "the step size fell below the controller's dtmin. Loosen rtol/atol, lower dtmin, "
-        "or use a stiffness-aware solver (fo.RKC2)."
+        "or use {other}."
     ),
     "max_steps_rejected": (
         "too many rejected steps in a row. Loosen rtol/atol or give the controller a smaller dt0."
     ),
 }
+
+
+def _other_solver(solver: str | None) -> str:
+    """A solver to suggest, never the one that failed."""
+    if solver == "RKC2":
+        # RKC2's stability region is a thin band about the negative real axis: stiff
+        # eigenvalues off the axis (momentum, the rod at scale) fall outside it.
+        return (
+            "another solver: the flow used fo.RKC2, whose stability region is a thin band "
+            "about the negative real axis; where the stiff eigenvalues are complex (a "
+            "momentum optimiser's flow, the rod at scale), solver=diffrax.Tsit5() can take "
+            "longer steps"
+        )
+    used = f" (the flow used {solver})" if solver else ""
+    return f"a stabilised solver, fo.RKC2(){used}"
 
 
 def code(item) -> int:
@@ -65,11 +81,12 @@ def name(value: int) -> str:
     return f"code {int(value)}"
 
 
-def message(value: int) -> str:
-    """What an integer result code means, and what to change."""
+def message(value: int, solver: str | None = None) -> str:
+    """What an integer result code means, and what to change (`solver`: the name of the
+    solver that was used, so that the advice names another)."""
     key = name(value)
     if key in _ADVICE:
-        return _ADVICE[key]
+        return _ADVICE[key].format(other=_other_solver(solver))
     if key in RESULTS._name_to_item:
         return RESULTS[RESULTS._name_to_item[key]]
     return f"unknown result code {int(value)}."

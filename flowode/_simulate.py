@@ -602,7 +602,12 @@ def _report(processes, ds: xr.Dataset, *, throw: bool = False):
         status = str(ds.attrs.get(f"{label}_status", "successful"))
         if status != "successful":
             code = _codes.RESULTS._name_to_item.get(status)
-            text = _codes.message(_codes.code(code)) if code is not None else status
+            solver = ds.attrs.get(f"{label}_solver")
+            text = (
+                _codes.message(_codes.code(code), None if solver is None else str(solver))
+                if code is not None
+                else status
+            )
             problems.append(f"{label}: {text}")
         if isinstance(process, GlobalErrorEstimate) and process.tol is not None:
             error = ds.global_error.sel(flow=label).values
