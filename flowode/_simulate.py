@@ -213,7 +213,7 @@ def simulate(
         fallback_tol=FALLBACK_TOL,
     )
     labels = settings.labels
-    own, attrs = _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk), attrs
+    own = _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk)
     attrs = {**own, **_user_attributes(attrs, reserved=own)}
     length = _rows_per_chunk(chunk, steps)
     wall = compile_seconds = 0.0
@@ -602,12 +602,8 @@ def _report(processes, ds: xr.Dataset, *, throw: bool = False):
         status = str(ds.attrs.get(f"{label}_status", "successful"))
         if status != "successful":
             code = _codes.RESULTS._name_to_item.get(status)
-            solver = ds.attrs.get(f"{label}_solver")
-            text = (
-                _codes.message(_codes.code(code), None if solver is None else str(solver))
-                if code is not None
-                else status
-            )
+            solver = ds.attrs.get(f"{label}_solver")  # the advice names another one
+            text = _codes.message(_codes.code(code), solver) if code is not None else status
             problems.append(f"{label}: {text}")
         if isinstance(process, GlobalErrorEstimate) and process.tol is not None:
             error = ds.global_error.sel(flow=label).values

@@ -140,19 +140,6 @@ def _sum_squares(tree):
     return sum(jnp.sum(x**2) for x in _leaves(tree))
 
 
-def _first_positive_lr(opt, dtype, horizon: int = 1000):
-    """The first positive lr of the schedule among steps 0..horizon − 1 (1 if none)."""
-    lrs = jax.vmap(lambda k: opt.learning_rate(k, dtype))(jnp.arange(horizon))
-    positive = lrs > 0
-    return jnp.where(jnp.any(positive), lrs[jnp.argmax(positive)], 1)
-
-
-def _unit_lr_step(opt, s0, g0):
-    """|Y₀| at a unit lr: half the first w-step of the same optimiser with lr = 1."""
-    unit = eqx.tree_at(lambda o: o.lr, opt, jnp.ones((), g0.dtype))
-    return 0.5 * jnp.linalg.norm(unit.increment(s0, g0, jnp.zeros((), jnp.int32))[0])
-
-
 def _joint_norm(u, D, kappa):
     """√(|u|² + κ²|D|²): the norm of the half-length's direction (w and state parts)."""
     return jnp.sqrt(jnp.sum(u**2) + kappa**2 * _sum_squares(D))
@@ -292,16 +279,10 @@ class RodFlow(AbstractFlow):
         moved = jnp.any(Y0 != 0)
         half = _tree(lambda h: jnp.where(moved, h, 0), half)
         # κ weighs the state's half-length against w's in the direction's norm: the w-step
-        # per unit of state at the first step, so that both parts count alike. It must be
-        # positive (the norm keeps (u, D) on a sphere): where a schedule starts at lr 0,
-        # the first step does not move w, and κ is scaled to the first positive lr.
+        # per unit of state at the first step, so that both parts count alike (1 where the
+        # state has no half-length, as after a first step at lr 0).
         s_norm = jnp.sqrt(_sum_squares(half))
-        w_norm = jnp.linalg.norm(Y0)
-        w_norm = jnp.where(
-            w_norm > 0, w_norm, _first_positive_lr(opt, w0.dtype) * _unit_lr_step(opt, s0, g0)
-        )
-        ok = (s_norm > 0) & (w_norm > 0)
-        kappa = jnp.where(ok, w_norm / jnp.where(ok, s_norm, 1), 1)
+        kappa = jnp.where(s_norm > 0, jnp.linalg.norm(Y0) / jnp.where(s_norm > 0, s_norm, 1), 1)
         D = _tree(lambda h: h * jnp.exp(-a0), half)
         c = jnp.sqrt(1 + kappa**2 * _sum_squares(D))  # the joint norm of (u₀, D)
         return (X0, a0 + jnp.log(c), u0 / c, M0, _tree(lambda d: d / c, D), kappa)
