@@ -39,13 +39,20 @@ class Settings(eqx.Module):
     processes: tuple[AbstractProcess, ...]  # GD first
     eig_k: int
     save_params: bool
-    ritz_iters: int = 1
-    fallback_tol: float = 1e-2
+    tol: float = 1e-2  # a Ritz residual (relative to |θ₁|) that needs no LOBPCG step
+    fallback_tol: float = 1e-1  # one above this after a step needs a full solve
+    guards: int = 1  # eigenvectors followed beyond eig_k, to speed up convergence
+    eigs_at: str = "midpoint"  # where GD is observed: "midpoint", "iterate" or "both"
 
     @property
     def labels(self) -> list[str]:
         names = [p.name for p in self.processes]
         return [names[0], "midpoint", *names[1:]]
+
+    @property
+    def unobserved(self) -> tuple[int, ...]:
+        """The labels whose eigenvalues are not observed (GD's iterate or midpoint)."""
+        return {"both": (), "iterate": (1,), "midpoint": (0,)}[self.eigs_at]
 
 
 class ProcessState(eqx.Module):
@@ -63,11 +70,13 @@ class Tracks(eqx.Module):
     even and one for odd steps.
     """
 
-    basis: Float[Array, "labels 2 n k"]
+    basis: Float[Array, "labels 2 n b"]  # b = eig_k + guards
+    direction: Float[Array, "labels 2 n b"]  # LOBPCG's last search direction
     n_hvp: Int[Array, " labels"]  # HVPs spent observing
     n_fallback: Int[Array, " labels"]  # observed steps that needed a full eigen-solve
-    # The top eigenvector of P⁻¹H, for an optimiser with a diagonal preconditioner.
+    # The top eigenvector of P⁻¹H and its direction, for a diagonal preconditioner.
     pbasis: Float[Array, "labels 2 n 1"] | None = None
+    pdirection: Float[Array, "labels 2 n 1"] | None = None
 
 
 class RunState(eqx.Module):
@@ -89,13 +98,15 @@ def start(
         carry, counts = process.start(f, w0, opt, data)
         procs.append(ProcessState(carry, jnp.stack([_int(c) for c in counts]), _int(0), _int(-1)))
     L = len(settings.labels)
-    U0 = initial_basis(w0.shape[0], settings.eig_k, w0.dtype)
+    U0 = initial_basis(w0.shape[0], settings.eig_k + settings.guards, w0.dtype)
     basis = jnp.broadcast_to(U0, (L, 2, *U0.shape))
     zeros = jnp.zeros((L,), jnp.int32)
-    pbasis = None
+    pbasis = pdirection = None
     if _diagonal(opt, w0):
         pbasis = jnp.broadcast_to(initial_basis(w0.shape[0], 1, w0.dtype), (L, 2, w0.shape[0], 1))
-    return RunState(_int(0), tuple(procs), Tracks(basis, zeros, zeros, pbasis))
+        pdirection = jnp.zeros_like(pbasis)
+    tracks = Tracks(basis, jnp.zeros_like(basis), zeros, zeros, pbasis, pdirection)
+    return RunState(_int(0), tuple(procs), tracks)
 
 
 def _diagonal(opt: AbstractOptimiser, w0) -> bool:
@@ -106,21 +117,28 @@ def _diagonal(opt: AbstractOptimiser, w0) -> bool:
     return len(shape) > 0
 
 
-def _merge(sub: EigObservation, unknown: list[int], given: list, due) -> EigObservation:
-    """The observer's results for the labels in `unknown`, the given eigenpairs elsewhere."""
-    if len(unknown) == len(given):
-        return sub
-    eigs, basis, n_hvp, fell_back = [], [], [], []
+def _merge(sub: EigObservation, observed: list[int], given: list, k: int, due):
+    """Per label: (eigs, HVPs, fell back), from the observer for the labels in `observed`,
+    from the process for those that give their own eigenpairs, NaN for the rest."""
+    nan = jnp.full((k,), jnp.nan, sub.eigs.dtype)
+    eigs, n_hvp, fell_back = [], [], []
     for i, g in enumerate(given):
-        if g is None:
-            j = unknown.index(i)
-            eigs.append(sub.eigs[j]), basis.append(sub.basis[j])
-            n_hvp.append(sub.n_hvp[j]), fell_back.append(sub.fell_back[j])
-        else:
-            theta, U = g
-            eigs.append(jnp.where(due, theta, jnp.nan)), basis.append(U)
-            n_hvp.append(jnp.zeros((), jnp.int32)), fell_back.append(jnp.zeros((), bool))
-    return EigObservation(*(jnp.stack(x) for x in (eigs, basis, n_hvp, fell_back)))
+        if i in observed:
+            j = observed.index(i)
+            eigs.append(sub.eigs[j]), n_hvp.append(sub.n_hvp[j]), fell_back.append(sub.fell_back[j])
+            continue
+        eigs.append(nan if g is None else jnp.where(due, g[0], jnp.nan))
+        n_hvp.append(jnp.zeros((), jnp.int32)), fell_back.append(jnp.zeros((), bool))
+    return jnp.stack(eigs), jnp.stack(n_hvp), jnp.stack(fell_back)
+
+
+def _tracked(basis, sub_basis, observed, parity, both):
+    """The warm starts (labels, 2, n, b) with the observed labels' refreshed at `parity`,
+    and at the other parity too where `both`."""
+    idx = jnp.asarray(observed)
+    basis = basis.at[idx, parity].set(sub_basis)
+    other = jnp.where(both, sub_basis, basis[idx, 1 - parity])
+    return basis.at[idx, 1 - parity].set(other)
 
 
 def _row(settings: Settings, f, state: RunState, opt, data, eig_every, k):
@@ -177,27 +195,38 @@ def _row(settings: Settings, f, state: RunState, opt, data, eig_every, k):
     points = jnp.stack(centers)  # (labels, n)
     parity = k % 2
     # A process that has its eigenpairs already (central flow's refined basis) gives them;
-    # the observer finds the rest, together.
-    eig_k = state.tracks.basis.shape[-1]
+    # the observer finds the rest that are observed, together.
+    eig_k = settings.eig_k
     given = [None if p is None else p.eigs(s, eig_k) for p, s in zip(owners, states, strict=True)]
-    unknown = [i for i, g in enumerate(given) if g is None]
-    sub = observe_eigs(
-        f,
-        points[jnp.asarray(unknown)],
-        state.tracks.basis[jnp.asarray(unknown), parity],
-        data,
-        due,
-        ritz_iters=settings.ritz_iters,
-        fallback_tol=settings.fallback_tol,
-    )
-    obs = _merge(sub, unknown, given, due)
+    observed = [i for i, g in enumerate(given) if g is None and i not in settings.unobserved]
+    tracks = state.tracks
     # The other parity's warm start is refreshed too at the first observation, and
     # always when eig_every is even (then only one parity is ever observed).
-    basis = state.tracks.basis.at[:, parity].set(obs.basis)
     both = (k == 0) | (eig_every % 2 == 0)
-    basis = basis.at[:, 1 - parity].set(jnp.where(both, obs.basis, basis[:, 1 - parity]))
-    n_hvp = state.tracks.n_hvp + obs.n_hvp
-    n_fallback = state.tracks.n_fallback + obs.fell_back.astype(jnp.int32)
+    basis, direction = tracks.basis, tracks.direction
+    n_hvp, n_fallback = tracks.n_hvp, tracks.n_fallback
+    nan = jnp.full((eig_k,), jnp.nan, points.dtype)
+    eigs = jnp.stack([nan] * len(labels))
+    if observed:
+        idx = jnp.asarray(observed)
+        sub = observe_eigs(
+            f,
+            points[idx],
+            basis[idx, parity],
+            direction[idx, parity],
+            data,
+            due,
+            k=eig_k,
+            tol=settings.tol,
+            fallback_tol=settings.fallback_tol,
+        )
+        basis = _tracked(basis, sub.basis, observed, parity, both)
+        direction = _tracked(direction, sub.direction, observed, parity, both)
+    else:
+        sub = EigObservation(eigs[:0], basis[:0, 0], basis[:0, 0], n_hvp[:0], n_hvp[:0] > 0)
+    eigs, sub_hvp, sub_fallback = _merge(sub, observed, given, eig_k, due)
+    n_hvp = n_hvp + sub_hvp
+    n_fallback = n_fallback + sub_fallback.astype(jnp.int32)
 
     # -- preconditioned sharpness λ₁(P⁻¹H) ----------------------------------------------
     # The discrete run's P at step k is that of the update it takes from w_k: its state
@@ -209,26 +238,32 @@ def _row(settings: Settings, f, state: RunState, opt, data, eig_every, k):
         for i, (p, s) in enumerate(zip(owners, states, strict=True))
     ]
     p_inv = [opt.inverse_preconditioner(s, t) for s in opt_states]
-    pbasis = state.tracks.pbasis
+    pbasis, pdirection = tracks.pbasis, tracks.pdirection
     if pbasis is None:  # P⁻¹ = a scalar: λ₁(P⁻¹H) = P⁻¹·λ₁(H)
-        effective = [p * obs.eigs[i, 0] for i, p in enumerate(p_inv)]
+        effective = [p * eigs[i, 0] for i, p in enumerate(p_inv)]
     else:
+        seen = [i for i in range(len(labels)) if i not in settings.unobserved]
+        idx = jnp.asarray(seen)
         pobs = observe_eigs(
             f,
-            points,
-            pbasis[:, parity],
+            points[idx],
+            pbasis[idx, parity],
+            pdirection[idx, parity],
             data,
             due,
-            ritz_iters=settings.ritz_iters,
+            k=1,
+            tol=settings.tol,
             fallback_tol=settings.fallback_tol,
-            scales=jnp.sqrt(jnp.stack(p_inv)),
+            scales=jnp.sqrt(jnp.stack([p_inv[i] for i in seen])),
         )
-        effective = list(pobs.eigs[:, 0])
-        pbasis = pbasis.at[:, parity].set(pobs.basis)
-        pbasis = pbasis.at[:, 1 - parity].set(jnp.where(both, pobs.basis, pbasis[:, 1 - parity]))
-        n_hvp = n_hvp + pobs.n_hvp
-        n_fallback = n_fallback + pobs.fell_back.astype(jnp.int32)
-    tracks = Tracks(basis, n_hvp, n_fallback, pbasis)
+        effective = [
+            pobs.eigs[seen.index(i), 0] if i in seen else nan[0] for i in range(len(labels))
+        ]
+        pbasis = _tracked(pbasis, pobs.basis, seen, parity, both)
+        pdirection = _tracked(pdirection, pobs.direction, seen, parity, both)
+        n_hvp = n_hvp.at[idx].add(pobs.n_hvp)
+        n_fallback = n_fallback.at[idx].add(pobs.fell_back.astype(jnp.int32))
+    tracks = Tracks(basis, direction, n_hvp, n_fallback, pbasis, pdirection)
     # Per-label norms and checks as one reduction each over the stacked points (labels, n):
     # at small n a row costs its kernel launches more than its arithmetic.
     grad_norms = jnp.linalg.norm(jnp.stack(grads), axis=1)
@@ -240,13 +275,14 @@ def _row(settings: Settings, f, state: RunState, opt, data, eig_every, k):
         rec = {
             "loss": losses[i],
             "grad_norm": grad_norms[i],
-            "eigs": obs.eigs[i],
+            "eigs": eigs[i],
             "effective_sharpness": effective[i],
         }
         if owners[i] is None:
             rec["predicted_loss"] = losses[i]
         else:
-            U = obs.basis[i]
+            j = 1 - i if i in settings.unobserved else i  # GD's other point
+            U = given[i][1] if given[i] is not None else basis[j, parity, :, :eig_k]
             rec.update(owners[i].observables(f, t, states[i], U, opt, data, w_gd))
         rec["distance_to_gd"] = dist[i]
         rec["center_distance_to_gd"] = center_dist[i]

@@ -44,9 +44,14 @@ FLOWS: dict[str, Callable[[], AbstractProcess]] = {
 VARIANCE_WINDOW = 20
 # Central flow: warn where the SDCP's scale-free residual is above this.
 SDCP_WARN = 1e-3
-# The eigen-observer falls back to a full solve where a Ritz residual is above this
-# fraction of the top eigenvalue.
-FALLBACK_TOL = 1e-2
+# The eigen-observer (`_observe`): a reported Ritz pair whose residual ‖Hu − θu‖ is above
+# EIG_TOL·|θ₁| takes a LOBPCG step, and one still above FALLBACK_TOL·|θ₁| after it goes
+# on to a full solve; GUARDS more eigenvectors are followed than reported. Chosen by
+# measurement (benchmarks/README.md, "Observation"): eigenvalues to about 1e-4.
+EIG_TOL = 1e-2
+FALLBACK_TOL = 1e-1
+GUARDS = 1
+EIGS_AT = ("midpoint", "iterate", "both")  # `eigs_at`'s values, the default first
 
 
 def _resolve(flows, opt: AbstractOptimiser) -> list[AbstractProcess]:
@@ -113,6 +118,7 @@ def _check_same_run(path, saved: dict, attrs: dict):
         "flow_settings",
         "eig_k",
         "eig_every",
+        "eigs_at",
     ):
         key_saved = saved.get(key)
         if isinstance(key_saved, np.generic):
@@ -134,6 +140,7 @@ def simulate(
     flows: Sequence[str | AbstractProcess] = ("gd", "gradient"),
     eig_k: int = 1,
     eig_every: int = 1,
+    eigs_at: str = EIGS_AT[0],
     save_params: bool = False,
     out: str | os.PathLike | None = None,
     resume: bool = False,
@@ -168,6 +175,14 @@ def simulate(
     with a warning. `attrs`: attributes of your own (str, int or float values) recorded
     in the Dataset and the run file.
 
+    `eigs_at`: where the discrete optimiser's top eigenvalues are observed: "midpoint"
+    (default: its midpoint process w*_k = (w_{k−1} + 2w_k + w_{k+1})/4, which averages out
+    the period-2 oscillation, so the eigenvalues move smoothly and cost less to follow),
+    "iterate" (its iterates w_k, the sharpness of the edge-of-stability literature, which
+    oscillates with them) or "both". The label not observed has NaN eigenvalues. Each
+    observed point costs about 3·eig_k HVPs per step or less (benchmarks/README.md,
+    "Observation").
+
     `devices`: run data-parallel over these devices: every array of the problem's data
     is split along its leading (batch) axis, the rest replicated, and XLA partitions the
     gradients, HVPs and third derivatives (for a loss that is a mean over the batch);
@@ -199,6 +214,7 @@ def simulate(
     _check_precision(precision)
     if not (progress is None or callable(progress) or isinstance(progress, bool | np.bool_)):
         raise TypeError(f"progress must be True, False or a callable, got {progress!r}.")
+    _check_eigs_at(eigs_at)
     processes = _resolve(flows, opt)
 
     f, w0, data = problem.flat_loss, problem.flat_w0, problem.data
@@ -210,10 +226,13 @@ def simulate(
         tuple(processes),
         int(eig_k),
         bool(save_params),
+        tol=EIG_TOL,
         fallback_tol=FALLBACK_TOL,
+        guards=GUARDS,
+        eigs_at=eigs_at,
     )
     labels = settings.labels
-    own = _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk)
+    own = _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk, eigs_at)
     attrs = {**own, **_user_attributes(attrs, reserved=own)}
     length = _rows_per_chunk(chunk, steps)
     wall = compile_seconds = 0.0
@@ -568,7 +587,13 @@ def _optimiser(lr, optimizer) -> AbstractOptimiser:
     return GD(value)
 
 
-def _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk) -> dict[str, Any]:
+def _check_eigs_at(eigs_at):
+    if eigs_at not in EIGS_AT:
+        choices = ", ".join(map(repr, EIGS_AT))
+        raise ValueError(f"eigs_at must be one of {choices}, got {eigs_at!r}.")
+
+
+def _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk, eigs_at) -> dict[str, Any]:
     hyper = opt.hyperparameters()
     attrs: dict[str, Any] = {
         "lr": hyper["lr"],
@@ -581,6 +606,7 @@ def _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk) -> dict
         "dtype": str(problem.flat_w0.dtype),
         "eig_k": int(eig_k),
         "eig_every": int(eig_every),
+        "eigs_at": str(eigs_at),
         "chunk": int(chunk),
         "flows": ",".join(p.name for p in processes),
         "flow_settings": "; ".join(repr(p) for p in processes),

@@ -178,6 +178,40 @@ def _ritz_step(f, w, theta, U, HU, data):
     return theta, V @ C, HV @ C
 
 
+def lobpcg_step(f, w, theta, X, HX, P, data):
+    """One LOBPCG step at w on [X, R, P]: (θ desc, X, HX, P), 2b HVPs for a block of b.
+
+    X (n, b) are orthonormal Ritz vectors at w with HX = H(w)X and values θ; R is their
+    residual HX − XΘ and P the previous search direction, each orthonormalised against
+    what comes before it. The new direction is the part of the new X outside the old
+    one. Across nearby points P carries what earlier steps learnt, which is why one step
+    per point keeps a warm-started basis converged where a step on [X, R] alone would
+    converge at only λ_{b+1}/λ_b. A zero P adds an arbitrary direction, nothing worse.
+    """
+    b = X.shape[1]
+
+    def against(Q, *blocks):  # Q orthonormalised against the orthonormal blocks, twice
+        for _ in range(2):
+            for B in blocks:
+                Q = Q - B @ (B.T @ Q)
+            Q = orthonormal(Q)
+        return Q
+
+    Q_r = against(HX - X * theta, X)  # (n, b)
+    Q_p = against(P, X, Q_r)  # (n, b)
+    Q = jnp.concatenate([Q_r, Q_p], 1)  # (n, 2b)
+    S, HS = jnp.concatenate([X, Q], 1), jnp.concatenate([HX, hvp_block(f, w, Q, data)], 1)
+    T = S.T @ HS  # (3b, 3b)
+    # A zero column (a direction that adds nothing; only a single column can stay zero)
+    # is kept out of the top b by a Ritz value below every other.
+    live = jnp.linalg.norm(S, axis=0) > 0.5  # (3b,)
+    low = 2 * jnp.max(jnp.abs(T)) + 1
+    T = jnp.where(live[:, None] & live[None, :], T, 0) - jnp.diag(jnp.where(live, 0, low))
+    theta, C = _desc_eigh(T)  # (3b,), (3b, 3b)
+    C = C[:, :b]
+    return theta[:b], S @ C, HS @ C, Q @ C[b:]
+
+
 def refine_eigs(
     f: FlatLoss,
     w: Float[Array, " n"],

@@ -26,8 +26,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from . import _runner, _store
 from ._problem import Problem
 from ._simulate import (
+    EIG_TOL,
+    EIGS_AT,
     FALLBACK_TOL,
+    GUARDS,
     _attributes,
+    _check_eigs_at,
     _check_out,
     _check_positive_int,
     _check_precision,
@@ -169,6 +173,7 @@ def sweep(
     flows: Sequence[str | AbstractProcess] = ("gd", "gradient"),
     eig_k: int = 1,
     eig_every: int = 1,
+    eigs_at: str = EIGS_AT[0],
     save_params: bool = False,
     out: str | os.PathLike | None = None,
     resume: bool = False,
@@ -218,8 +223,15 @@ def sweep(
     for opt in opts:
         check_schedule(opt, int(steps), dtype)
     processes = _resolve(flows, opts[0])
+    _check_eigs_at(eigs_at)
     settings = _runner.Settings(
-        tuple(processes), int(eig_k), bool(save_params), fallback_tol=FALLBACK_TOL
+        tuple(processes),
+        int(eig_k),
+        bool(save_params),
+        tol=EIG_TOL,
+        fallback_tol=FALLBACK_TOL,
+        guards=GUARDS,
+        eigs_at=eigs_at,
     )
     labels = settings.labels
 
@@ -227,7 +239,7 @@ def sweep(
     S, V = len(seeds), len(values)
     s_idx, v_idx = np.repeat(np.arange(S), V), np.tile(np.arange(V), S)
     attrs = [
-        _attributes(problems[i], processes, opts[j], steps, eig_k, eig_every, chunk)
+        _attributes(problems[i], processes, opts[j], steps, eig_k, eig_every, chunk, eigs_at)
         for i, j in zip(s_idx, v_idx, strict=True)
     ]
     paths = None

@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 
 from . import optimisers, plot
-from ._simulate import FLOWS, simulate
+from ._simulate import EIGS_AT, FLOWS, simulate
 from ._sweep import sweep
 from .problems import PROBLEMS
 
@@ -145,6 +145,7 @@ def _run(args):
         optimizer=args.optimizer,
         hyper={k: getattr(args, k) for k in HYPER},
         eig_k=1 if args.eig_k is None else args.eig_k,
+        eigs_at=EIGS_AT[0] if args.eigs_at is None else args.eigs_at,
         chunk=1000 if args.chunk is None else args.chunk,
         progress=True,
     )
@@ -166,8 +167,9 @@ def _resume(args):
     if missing:
         raise UserError(f"{path} is not a flowode run file (no {', '.join(missing)} attribute)")
     key, problem_args = _problem_recipe(path, a)
+    eigs_at = str(a.get("eigs_at", "both"))  # files from before `eigs_at` observed both
     for option, saved in (("problem", key), ("lr", a["lr"]), ("eig_k", a["eig_k"]),
-                          ("chunk", a["chunk"])):  # fmt: skip
+                          ("eigs_at", eigs_at), ("chunk", a["chunk"])):  # fmt: skip
         given = getattr(args, option)
         if given is not None and str(given) != str(saved):
             raise UserError(f"{path} was run with --{option} {saved}; it cannot change")
@@ -183,6 +185,7 @@ def _resume(args):
         optimizer=str(a.get("reference", "gd")),
         hyper={k: float(a[f"optimizer_{k}"]) for k in HYPER if f"optimizer_{k}" in a},
         eig_k=int(a["eig_k"]),
+        eigs_at=eigs_at,
         chunk=int(a["chunk"]),
         problem_args=problem_args,
         resume=True,
@@ -250,13 +253,16 @@ def _sweep(args):
     tail = ds.isel(step=slice(-100, None)).mean(("step", "seed"), skipna=True)
     print(f"{args.problem}: {len(ds.seed)} seeds × {len(ds.lr)} learning rates, {args.steps} steps")
     print("mean over seeds and the last 100 steps: λ₁(P⁻¹H) (ηλ₁) and distance to GD")
-    print(f"{'lr':>8}" + "".join(f"{str(f):>22}" for f in ds.flow.values if f != "midpoint"))
+    # GD is shown at the point its eigenvalues were observed (`eigs_at`): its midpoint
+    # process by default, else its iterate.
+    unseen = not np.isfinite(tail.effective_sharpness.sel(flow="midpoint")).any()
+    shown = [f for f in ds.flow.values if f != ("midpoint" if unseen else ds.flow.values[0])]
+    print(f"{'lr':>8}" + "".join(f"{str(f):>22}" for f in shown))
     for lr in ds.lr.values:
         cells = [
             f"{float(tail.effective_sharpness.sel(lr=lr, flow=f)):>10.3f}"
             f"{float(tail.distance_to_gd.sel(lr=lr, flow=f)):>12.3g}"
-            for f in ds.flow.values
-            if f != "midpoint"
+            for f in shown
         ]
         print(f"{lr:>8.4g}" + "".join(cells))
     print(f"({time.perf_counter() - start:.1f} s in all, compilation included)")
@@ -323,6 +329,12 @@ def main(argv=None) -> int:
     run.add_argument("--steps", type=_positive(int), default=None, help="GD steps (1000)")
     run.add_argument("--flows", default="gd,gradient", help=f"comma-separated: {','.join(FLOWS)}")
     run.add_argument("--eig-k", type=_positive(int), default=None, help="top eigenvalues (1)")
+    run.add_argument(
+        "--eigs-at",
+        choices=EIGS_AT,
+        default=None,
+        help=f"where GD's eigenvalues are observed ({EIGS_AT[0]})",
+    )
     run.add_argument("--chunk", type=_positive(int), default=None, help="steps per chunk (1000)")
     run.add_argument(
         "-o", "--output", default=None, help="netCDF file, written chunk by chunk as the run goes"

@@ -66,15 +66,18 @@ def sharpness(ds: xr.Dataset, ax=None):
     ax = ax or plt.gca()
     if "effective_sharpness" not in ds:  # a file from before optimisers: plain GD
         ds = ds.assign(effective_sharpness=ds.sharpness * float(ds.attrs["lr"]))
+    # GD's midpoint is drawn where its iterate was not observed (`eigs_at="midpoint"`).
+    iterate = ds.effective_sharpness.sel(flow=_reference(ds))
+    skip = "midpoint" if np.isfinite(iterate).any() else _reference(ds)
     for flow in ds.flow.values:
-        if flow == "midpoint":
+        if flow == skip:
             continue
         s = ds.effective_sharpness.sel(flow=flow)
         ok = np.isfinite(s)  # thinned by eig_every
         ax.plot(ds.step[ok], s[ok], **_style(flow))
     threshold = float(ds.attrs.get("threshold", 2.0))
     ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}", zorder=0)
-    top = np.nanmax(ds.effective_sharpness.where(ds.flow != "midpoint").values, initial=0)
+    top = np.nanmax(ds.effective_sharpness.where(ds.flow != skip).values, initial=0)
     ax.set_ylim(0, min(max(top, threshold) * 1.05, 3 * threshold))  # spikes, e.g. ν₀ = 0
     ax.set(xlabel="step", ylabel="λ₁(P⁻¹H)  (ηλ₁ for GD)", title="preconditioned sharpness")
     ax.legend(fontsize=7)

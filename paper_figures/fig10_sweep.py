@@ -39,6 +39,7 @@ def main():
             steps=steps,
             flows=FLOWS,
             eig_every=10,
+            eigs_at="both",
         )
         fo.plot.sweep(ds, axes=axes[row])
         axes[row, 0].set_title(f"{title}: final loss (last 100 steps)")

@@ -17,7 +17,7 @@ FLOWS = tuple(name for name in ("gd", "gradient", "central", "rod") if name in f
 def main():
     with jax.enable_x64(True):
         problem = fo.problems.softening_quartic(dtype=jnp.float64)
-        ds = fo.simulate(problem, lr=1.0, steps=300, flows=FLOWS, save_params=True)
+        ds = fo.simulate(problem, lr=1.0, steps=300, flows=FLOWS, save_params=True, eigs_at="both")
     fo.save(ds, HERE / "fig1_toy.nc")
     steps = ds.step.values
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), layout="constrained")

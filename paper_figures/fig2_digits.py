@@ -22,7 +22,9 @@ def main():
     for row, (name, (make, lr, central)) in zip(axes, RUNS.items(), strict=True):
         problem = make()
         flows = ("gd", "gradient", central, "rod")
-        ds = fo.simulate(problem, lr=lr, steps=STEPS, flows=flows, eig_k=2, eig_every=5)
+        ds = fo.simulate(
+            problem, lr=lr, steps=STEPS, flows=flows, eig_k=2, eig_every=5, eigs_at="both"
+        )
         fo.save(ds, HERE / f"fig2_digits_{name}.nc")
         loss_panel(row[0], ds)
         eig_panel(row[1], ds)

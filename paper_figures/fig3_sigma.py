@@ -16,7 +16,7 @@ LR = 0.1
 
 def main():
     problem = fo.problems.mlp_regression(d_out=3)
-    ds = fo.simulate(problem, lr=LR, steps=STEPS, flows=("central",), eig_k=3)
+    ds = fo.simulate(problem, lr=LR, steps=STEPS, flows=("central",), eig_k=3, eigs_at="both")
     fo.save(ds, HERE / "fig3_sigma.nc")
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), layout="constrained")
     # GD's variance is noisy step to step: average it over 100 steps for the picture.

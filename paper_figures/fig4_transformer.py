@@ -17,7 +17,7 @@ LR = 0.1
 def main():
     problem = fo.problems.sorting_transformer(loss="ce")
     flows = ("gd", "gradient", fo.CentralFlow(max_k=2), "rod")
-    ds = fo.simulate(problem, lr=LR, steps=STEPS, flows=flows, eig_k=2, eig_every=5)
+    ds = fo.simulate(problem, lr=LR, steps=STEPS, flows=flows, eig_k=2, eig_every=5, eigs_at="both")
     fo.save(ds, HERE / "fig4_transformer.nc")
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), layout="constrained")
     loss_panel(axes[0], ds)

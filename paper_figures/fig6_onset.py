@@ -51,9 +51,13 @@ def main():
                 if dtype == "float64"
                 else ("rod",)
             )  # fmt: skip
-            ds = fo.simulate(p, lr=LR, steps=STEPS, flows=flows, eig_every=5, save_params=True)
+            ds = fo.simulate(
+                p, lr=LR, steps=STEPS, flows=flows, eig_every=5, save_params=True, eigs_at="both"
+            )
             tight = fo.RodFlow(solver=diffrax.Tsit5(), stepsize_controller=TIGHT[dtype])
-            ds_tight = fo.simulate(p, lr=LR, steps=STEPS, flows=(tight,), eig_every=STEPS)
+            ds_tight = fo.simulate(
+                p, lr=LR, steps=STEPS, flows=(tight,), eig_every=STEPS, eigs_at="both"
+            )
             runs[dtype] = (ds, ds_tight)
 
     fig = plt.figure(figsize=(12, 8), layout="constrained")

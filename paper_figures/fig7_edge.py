@@ -40,7 +40,9 @@ def gd_onset(ds):
 def main():
     p = fo.problems.mlp_regression(seed=SEED)
     flows = ("gradient", "central", "rod", "edge")
-    ds = fo.simulate(p, lr=LR, steps=STEPS, flows=flows, eig_every=1, save_params=True)
+    ds = fo.simulate(
+        p, lr=LR, steps=STEPS, flows=flows, eig_every=1, save_params=True, eigs_at="both"
+    )
     onset = gd_onset(ds)
     cross = int(np.argmax(LR * ds.sharpness.sel(flow="gd").values > 2))
     zoom = slice(cross - 60, onset + 120)

@@ -30,6 +30,7 @@ def main():
         steps=STEPS,
         flows=("gd", "gradient", "rod", "central"),
         eig_every=5,
+        eigs_at="both",
     )
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2), layout="constrained")
     steps = np.arange(STEPS + 1)

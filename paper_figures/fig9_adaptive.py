@@ -35,7 +35,9 @@ def main():
     problem = fo.problems.digits_mlp()
     fig, axes = plt.subplots(len(RUNS), 3, figsize=(15, 4 * len(RUNS)), layout="constrained")
     for row, (title, (opt, flows)) in zip(axes, RUNS.items(), strict=True):
-        ds = fo.simulate(problem, optimizer=opt, steps=STEPS, flows=flows, eig_every=5)
+        ds = fo.simulate(
+            problem, optimizer=opt, steps=STEPS, flows=flows, eig_every=5, eigs_at="both"
+        )
         fo.plot.loss(ds, row[0])
         fo.plot.sharpness(ds, row[1])
         fo.plot.distance(ds, row[2])

@@ -25,7 +25,9 @@ def main():
     with jax.enable_x64(True):
         for offset in (0.06, -0.06):
             problem = fo.problems.quadratic([(2 + offset) / LR, 3.0], [1.0, 1.0], dtype=jnp.float64)
-            runs[offset] = fo.simulate(problem, lr=LR, steps=80, flows=("gd", "rod"))
+            runs[offset] = fo.simulate(
+                problem, lr=LR, steps=80, flows=("gd", "rod"), eigs_at="both"
+            )
     xr.concat(list(runs.values()), dim=xr.DataArray(list(runs), dims="offset")).to_netcdf(
         HERE / "rod_threshold.nc", engine="h5netcdf"
     )

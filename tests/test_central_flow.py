@@ -256,7 +256,9 @@ def test_kept_evaluation_changes_only_the_cost(x64, scheme, per_step):
 def mlp_ds():
     p = fo.problems.mlp_regression(seed=2)
     flows = ("gradient", "central")
-    return p, fo.simulate(p, lr=0.1, steps=1000, flows=flows, eig_k=2, save_params=True)
+    return p, fo.simulate(
+        p, lr=0.1, steps=1000, flows=flows, eig_k=2, eigs_at="iterate", save_params=True
+    )
 
 
 def test_central_flow_on_mlp_past_eos(mlp_ds):

@@ -32,7 +32,9 @@ def test_step_zero_sharpness_is_that_of_the_first_update(mlp, opt):
     # Adam starts from ν₀ = 0, where P⁻¹ = η/ε would give λ₁(P⁻¹H) ≈ 1e5-1e6. The
     # discrete run's P at step k is the one its update from w_k uses (ν after absorbing
     # g_k, bias-corrected): at step 0, ν̂ = g₀² for Adam and RMSProp from ν₀ = g₀².
-    ds = fo.simulate(mlp, optimizer=opt, steps=2, flows=(opt.name, "gradient"), progress=False)
+    ds = fo.simulate(
+        mlp, optimizer=opt, steps=2, flows=(opt.name, "gradient"), eigs_at="both", progress=False
+    )
     g0 = jax.grad(mlp.flat_loss)(mlp.flat_w0, mlp.data)
     if isinstance(opt, fo.RMSProp) and opt.nu0 == "zero":
         nu_hat = (1 - opt.beta2) * g0**2  # optax's rmsprop: no bias correction

@@ -9,7 +9,11 @@ def test_gd_loss_on_quadratic_equals_closed_form(x64):
     w0 = jnp.array([1.0, -2.0, 0.5, 0.25])
     lr, steps = 0.1, 60
     ds = fo.simulate(
-        fo.problems.quadratic(lam, w0, dtype=jnp.float64), lr=lr, steps=steps, flows=("gd",)
+        fo.problems.quadratic(lam, w0, dtype=jnp.float64),
+        lr=lr,
+        steps=steps,
+        flows=("gd",),
+        eigs_at="both",
     )
     k = np.arange(steps + 1)[:, None]
     w = np.asarray(w0) * (1 - lr * np.asarray(lam)) ** k

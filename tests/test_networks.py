@@ -129,7 +129,7 @@ def test_cifar10_reads_existing_batches_and_names_a_missing_folder(tmp_path):
 )
 def test_digits_gd_reaches_eos_and_both_flows_end_closer_than_gradient_flow(make, lr):
     flows = ("gd", "gradient", fo.CentralFlow(max_k=2), "rod")
-    ds = fo.simulate(make(), lr=lr, steps=1000, flows=flows, eig_every=5)
+    ds = fo.simulate(make(), lr=lr, steps=1000, flows=flows, eig_every=5, eigs_at="both")
     # At EOS the sharpness at GD's iterates flips with them (on the CNN between about 2.02
     # and 2.21 at steps 900-1000, the mean of the two 2.11, checked against LOBPCG); the
     # time-averaged point, GD's midpoint, is where the models put ηS = 2.

@@ -191,7 +191,14 @@ def test_stable_flow_converges_to_the_discrete_run_at_first_order(x64, make):
 @pytest.mark.slow
 def test_simulate_with_adam_reports_the_preconditioned_sharpness(mlp):
     opt = fo.Adam(0.01, beta2=0.99)
-    ds = fo.simulate(mlp, optimizer=opt, steps=30, flows=("adam", "gradient"), save_params=True)
+    ds = fo.simulate(
+        mlp,
+        optimizer=opt,
+        steps=30,
+        flows=("adam", "gradient"),
+        eigs_at="iterate",
+        save_params=True,
+    )
     assert list(ds.flow.values) == ["adam", "midpoint", "gradient"]
     assert ds.attrs["reference"] == "adam" and ds.attrs["optimizer"] == "Adam"
     assert ds.attrs["threshold"] == pytest.approx(38.0, rel=1e-6)
@@ -267,7 +274,9 @@ def test_schedules_that_start_and_end_at_zero_run_every_flow(mlp):
     # gradient flow and the rod run through the sweep below)
     sched = optax.warmup_cosine_decay_schedule(0.0, 0.3, warmup_steps=20, decay_steps=80)
     flows = ("gd", "central", "edge")
-    ds = fo.simulate(mlp, lr=sched, steps=80, flows=flows, save_params=True, progress=False)
+    ds = fo.simulate(
+        mlp, lr=sched, steps=80, flows=flows, eigs_at="both", save_params=True, progress=False
+    )
     for flow in flows:
         assert ds.attrs[f"{flow}_status"] == "successful", flow
     assert np.all(ds.diverged_at.values == -1)
@@ -288,7 +297,7 @@ def test_sweeps_take_schedules_that_reach_zero():
     sched = optax.warmup_cosine_decay_schedule(0.0, 0.2, warmup_steps=10, decay_steps=40)
     opt = fo.HeavyBall(lr=sched, beta=[0.3, 0.5])  # (at β = 0 the rod is stiff at any lr)
     flows = ("heavy_ball", "gradient", "rod")
-    ds = fo.sweep(make, seeds=[0], optimizer=opt, steps=40, flows=flows)
+    ds = fo.sweep(make, seeds=[0], optimizer=opt, steps=40, flows=flows, eigs_at="both")
     assert np.all(ds.diverged_at.values == -1)
     assert np.all(np.isfinite(ds.loss.values))
     np.testing.assert_array_equal(ds.effective_sharpness.sel(step=[0, 40]).values, 0.0)

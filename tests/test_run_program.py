@@ -43,23 +43,25 @@ def test_new_seed_data_lr_and_w0_reuse_the_compiled_program():
 
 def test_observed_sharpness_matches_a_dense_eigensolve():
     p = fo.problems.mlp_regression(seed=3)
-    ds = fo.simulate(p, lr=0.1, steps=600, flows=("gd",), eig_k=2, save_params=True)
+    ds = fo.simulate(p, lr=0.1, steps=600, flows=("gd",), eig_k=2, eigs_at="both", save_params=True)
     H = jax.jit(jax.hessian(p.flat_loss))
     for step in (0, 150, 400, 599, 600):
         for label in ("gd", "midpoint"):
             w = jnp.asarray(ds.params.sel(flow=label, step=step).values)
             want = np.linalg.eigvalsh(np.asarray(H(w, p.data), np.float64))[::-1][:2]
             got = ds.eigs.sel(flow=label, step=step).values
-            np.testing.assert_allclose(got, want, rtol=2e-3, err_msg=f"{label} step {step}")
-    # The observer is costed apart from the dynamics, and rarely needs a full solve.
-    gd = ds.sel(flow="gd")
-    assert int(gd.n_hvp) == 0 and int(gd.n_hvp_observe) >= 4 * 601
-    assert int(gd.n_eig_fallback) < 0.1 * 601
+            np.testing.assert_allclose(got, want, rtol=5e-4, err_msg=f"{label} step {step}")
+    # The observer is costed apart from the dynamics: at least the check of its 2 pairs
+    # per step, at most about 3k HVPs per step, and it rarely needs a full solve.
+    for label in ("gd", "midpoint"):
+        obs = ds.sel(flow=label)
+        assert int(obs.n_hvp) == 0 and 2 * 601 <= int(obs.n_hvp_observe) <= 3.5 * 2 * 601
+        assert int(obs.n_eig_fallback) <= 0.02 * 601
 
 
 def test_eig_every_thins_the_observation():
     p = fo.problems.mlp_regression()
-    ds = fo.simulate(p, lr=0.1, steps=100, flows=("gd",), eig_every=20)
+    ds = fo.simulate(p, lr=0.1, steps=100, flows=("gd",), eig_every=20, eigs_at="iterate")
     sharp = ds.sharpness.sel(flow="gd").values
     assert np.isfinite(sharp[::20]).all() and np.isnan(sharp[1::20]).all()
 

@@ -90,3 +90,62 @@ def test_value_grad_hvp_block_returns_the_primals_of_its_hvps(mlp64, k):
     np.testing.assert_allclose(loss, loss_ref, rtol=1e-12)
     np.testing.assert_allclose(g, g_ref, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(HV, hvp_block(f, w, V, d), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("b", [1, 3])
+def test_lobpcg_step_from_an_exact_eigenbasis_stays_exact(b):
+    # As for the Ritz step, with a zero previous direction (the first step's).
+    from flowode._spectral import lobpcg_step, ritz_pairs
+
+    n = 600
+    lam = jnp.linspace(0.1, 3.0, n)
+    f = lambda w, d: 0.5 * jnp.sum(lam * w**2)  # noqa: E731
+    U = jnp.eye(n)[:, ::-1][:, :b]
+    theta, X, HX = ritz_pairs(U, U * lam[::-1][:b])
+    theta, X, HX, P = lobpcg_step(f, jnp.ones(n), theta, X, HX, jnp.zeros_like(U), None)
+    np.testing.assert_allclose(theta, lam[::-1][:b], rtol=1e-6)
+    assert bool(jnp.all(jnp.isfinite(X))) and bool(jnp.all(jnp.isfinite(P)))
+
+
+def _clustered(n=400, seed=0):
+    """A quadratic with a cluster at the top of its spectrum (n past the dense path):
+    eigenvalues 10, 9.9, 9.8, 9.7, then 0..5, in a random basis."""
+    lam = jnp.concatenate([jnp.array([10.0, 9.9, 9.8, 9.7]), jnp.linspace(0.0, 5.0, n - 4)])
+    Q, _ = jnp.linalg.qr(jax.random.normal(jax.random.key(seed), (n, n), jnp.float64))
+    A = (Q * lam) @ Q.T
+    return (lambda w, d: 0.5 * w @ A @ w), lam, Q
+
+
+def test_observer_converges_on_a_cluster_and_costs_what_it_says(x64):
+    from flowode._observe import observe_eigs
+
+    f, lam, Q = _clustered()
+    n, k, b = 400, 3, 5
+    U = jax.random.normal(jax.random.key(1), (1, n, b), jnp.float64)
+    w = jnp.zeros((1, n))
+    kw = dict(k=k, tol=1e-6, fallback_tol=1e-4)
+    obs = observe_eigs(f, w, U, jnp.zeros_like(U), None, jnp.asarray(True), **kw)
+    np.testing.assert_allclose(obs.eigs[0], lam[:k], rtol=1e-9)
+    # From a random start it needed a full solve: k HVPs to check, the guards' b − k,
+    # then 2b for each step.
+    assert bool(obs.fell_back[0]) and int(obs.n_hvp[0]) > 3 * b
+    assert (int(obs.n_hvp[0]) - b) % (2 * b) == 0
+    # From its own converged basis it needs only the check of its k reported pairs.
+    again = observe_eigs(f, w, obs.basis, obs.direction, None, jnp.asarray(True), **kw)
+    np.testing.assert_allclose(again.eigs[0], lam[:k], rtol=1e-9)
+    assert int(again.n_hvp[0]) == k and not bool(again.fell_back[0])
+
+
+def test_points_do_not_pay_for_each_others_fallbacks(x64):
+    from flowode._observe import observe_eigs
+
+    f, lam, Q = _clustered()
+    n, k, b = 400, 1, 2
+    kw = dict(k=k, tol=1e-6, fallback_tol=1e-4)
+    # Point 0 starts on its exact eigenvectors, point 1 from a random basis.
+    U = jnp.stack([Q[:, :b], jax.random.normal(jax.random.key(2), (n, b), jnp.float64)])
+    w = jnp.zeros((2, n))
+    obs = observe_eigs(f, w, U, jnp.zeros_like(U), None, jnp.asarray(True), **kw)
+    np.testing.assert_allclose(obs.eigs[:, 0], [10.0, 10.0], rtol=1e-9)
+    assert obs.fell_back.tolist() == [False, True]
+    assert int(obs.n_hvp[0]) == k < int(obs.n_hvp[1])

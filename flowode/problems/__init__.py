@@ -1,6 +1,11 @@
 """Built-in problems: toys with known EOS behaviour and small networks on offline data."""
 
-from ._data import cifar10 as cifar10, digits as digits, sorting_task as sorting_task
+from ._data import (
+    cifar10 as cifar10,
+    digits as digits,
+    digits_images as digits_images,
+    sorting_task as sorting_task,
+)
 from ._networks import (
     digits_cnn as digits_cnn,
     digits_mlp as digits_mlp,
@@ -15,7 +20,7 @@ from ._toys import (
 )
 
 # name -> (constructor, a learning rate at which it shows the edge of stability, the first
-# step at which GD's ηS reaches 1.9 there: measured with `simulate(flows=("gd",))`).
+# step at which GD's ηS at its iterates reaches 1.9 there: `simulate(eigs_at="iterate")`).
 PROBLEMS = {
     "quadratic": (quadratic, 0.1, None),  # constant sharpness 10: ηS = 1 at η = 0.1
     "quartic": (softening_quartic, 1.0, 10),

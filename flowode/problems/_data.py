@@ -51,6 +51,44 @@ def digits(
     return jnp.asarray(x, dtype), jnp.asarray(_relabel(y, classes), jnp.int32)
 
 
+def digits_images(
+    n: int = 1000,
+    classes: Sequence[int] = (0, 1, 2, 3),
+    *,
+    size: int = 32,
+    seed: int = 0,
+    dtype=jnp.float32,
+) -> tuple[Float[Array, "n 3 size size"], Int[Array, " n"]]:
+    """An offline stand-in for a CIFAR-10 subset: real images of the CIFAR-10 shape.
+
+    scikit-learn's bundled 8×8 digits of `classes`, upsampled bilinearly to size×size,
+    copied into 3 channels and standardised per channel as `cifar10` does. Where `n` is
+    more than the digits there are (720 for 0-3), the rest are copies shifted by up to
+    size/8 pixels, seeded, so that every image is a real digit.
+    """
+    if not (isinstance(n, int | np.integer) and n >= 1):
+        raise ValueError(f"digits_images: n must be a positive integer, got {n!r}.")
+    if not (isinstance(size, int | np.integer) and size >= 8):
+        raise ValueError(f"digits_images: size must be an integer of at least 8, got {size!r}.")
+    x, y = digits(None, classes, normalize="unit")
+    x, y = np.asarray(x, np.float64).reshape(-1, 8, 8), np.asarray(y)
+    rng = np.random.default_rng(seed)
+    if n <= len(y):
+        idx = np.sort(rng.choice(len(y), size=n, replace=False))
+        x, y = x[idx], y[idx]
+    up = np.asarray(jax.image.resize(x.astype(np.float32), (len(x), size, size), "bilinear"))
+    up = up.astype(np.float64)
+    if n > len(y):
+        extra = rng.choice(len(y), size=n - len(y))
+        shift = size // 8
+        moves = rng.integers(-shift, shift + 1, size=(n - len(y), 2))
+        copies = [np.roll(up[i], tuple(m), axis=(0, 1)) for i, m in zip(extra, moves, strict=True)]
+        up, y = np.concatenate([up, np.stack(copies)]), np.concatenate([y, y[extra]])
+    x = np.repeat(up[:, None], 3, axis=1)  # (n, 3, size, size)
+    x = (x - x.mean((0, 2, 3), keepdims=True)) / x.std((0, 2, 3), keepdims=True)
+    return jnp.asarray(x, dtype), jnp.asarray(y, jnp.int32)
+
+
 def sorting_task(
     n: int = 256, length: int = 6, vocab: int = 8, *, seed: int = 0
 ) -> tuple[Int[Array, "n length"], Int[Array, "n length"]]:
