@@ -119,6 +119,7 @@ def _check_same_run(path, saved: dict, attrs: dict):
         "eig_k",
         "eig_every",
         "eigs_at",
+        "eig_tol",
     ):
         key_saved = saved.get(key)
         if isinstance(key_saved, np.generic):
@@ -141,6 +142,7 @@ def simulate(
     eig_k: int = 1,
     eig_every: int = 1,
     eigs_at: str = EIGS_AT[0],
+    eig_tol: float = EIG_TOL,
     save_params: bool = False,
     out: str | os.PathLike | None = None,
     resume: bool = False,
@@ -181,7 +183,9 @@ def simulate(
     "iterate" (its iterates w_k, the sharpness of the edge-of-stability literature, which
     oscillates with them) or "both". The label not observed has NaN eigenvalues. Each
     observed point costs about 3·eig_k HVPs per step or less (benchmarks/README.md,
-    "Observation").
+    "Observation"). `eig_tol`: the Ritz residual ‖Hu − θu‖/|θ₁| above which the observer
+    refines; the default, 1e-2, keeps eigenvalues to about 1e-4 relative (a few 1e-4
+    for the lower ones of a cluster); a smaller one buys accuracy with HVPs.
 
     `devices`: run data-parallel over these devices: every array of the problem's data
     is split along its leading (batch) axis, the rest replicated, and XLA partitions the
@@ -214,7 +218,7 @@ def simulate(
     _check_precision(precision)
     if not (progress is None or callable(progress) or isinstance(progress, bool | np.bool_)):
         raise TypeError(f"progress must be True, False or a callable, got {progress!r}.")
-    _check_eigs_at(eigs_at)
+    _check_eigs_at(eigs_at, eig_tol)
     processes = _resolve(flows, opt)
 
     f, w0, data = problem.flat_loss, problem.flat_w0, problem.data
@@ -226,13 +230,13 @@ def simulate(
         tuple(processes),
         int(eig_k),
         bool(save_params),
-        tol=EIG_TOL,
+        tol=float(eig_tol),
         fallback_tol=FALLBACK_TOL,
         guards=GUARDS,
         eigs_at=eigs_at,
     )
     labels = settings.labels
-    own = _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk, eigs_at)
+    own = _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk, settings)
     attrs = {**own, **_user_attributes(attrs, reserved=own)}
     length = _rows_per_chunk(chunk, steps)
     wall = compile_seconds = 0.0
@@ -587,13 +591,16 @@ def _optimiser(lr, optimizer) -> AbstractOptimiser:
     return GD(value)
 
 
-def _check_eigs_at(eigs_at):
+def _check_eigs_at(eigs_at, eig_tol):
     if eigs_at not in EIGS_AT:
         choices = ", ".join(map(repr, EIGS_AT))
         raise ValueError(f"eigs_at must be one of {choices}, got {eigs_at!r}.")
+    ok = isinstance(eig_tol, float | int | np.floating) and not isinstance(eig_tol, bool)
+    if not (ok and 0 < eig_tol < FALLBACK_TOL):
+        raise ValueError(f"eig_tol must be a number in (0, {FALLBACK_TOL}), got {eig_tol!r}.")
 
 
-def _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk, eigs_at) -> dict[str, Any]:
+def _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk, settings) -> dict:
     hyper = opt.hyperparameters()
     attrs: dict[str, Any] = {
         "lr": hyper["lr"],
@@ -606,7 +613,8 @@ def _attributes(problem, processes, opt, steps, eig_k, eig_every, chunk, eigs_at
         "dtype": str(problem.flat_w0.dtype),
         "eig_k": int(eig_k),
         "eig_every": int(eig_every),
-        "eigs_at": str(eigs_at),
+        "eigs_at": settings.eigs_at,
+        "eig_tol": settings.tol,
         "chunk": int(chunk),
         "flows": ",".join(p.name for p in processes),
         "flow_settings": "; ".join(repr(p) for p in processes),

@@ -174,6 +174,7 @@ def sweep(
     eig_k: int = 1,
     eig_every: int = 1,
     eigs_at: str = EIGS_AT[0],
+    eig_tol: float = EIG_TOL,
     save_params: bool = False,
     out: str | os.PathLike | None = None,
     resume: bool = False,
@@ -200,7 +201,8 @@ def sweep(
     `out`: a folder (made if missing) that receives one run file per member,
     `seed{seed}_{name}{index}.nc`, each a `simulate(out=...)` file appended after every
     chunk with its checkpoint; `resume=True` continues all of them from the last step
-    every member completed, bit-identical to an uninterrupted sweep. `precision`: as
+    every member completed, bit-identical to an uninterrupted sweep. `eigs_at`,
+    `eig_tol` and `precision`: as
     `simulate`'s.
     """
     seeds = [int(s) for s in seeds]
@@ -223,12 +225,12 @@ def sweep(
     for opt in opts:
         check_schedule(opt, int(steps), dtype)
     processes = _resolve(flows, opts[0])
-    _check_eigs_at(eigs_at)
+    _check_eigs_at(eigs_at, eig_tol)
     settings = _runner.Settings(
         tuple(processes),
         int(eig_k),
         bool(save_params),
-        tol=EIG_TOL,
+        tol=float(eig_tol),
         fallback_tol=FALLBACK_TOL,
         guards=GUARDS,
         eigs_at=eigs_at,
@@ -239,7 +241,7 @@ def sweep(
     S, V = len(seeds), len(values)
     s_idx, v_idx = np.repeat(np.arange(S), V), np.tile(np.arange(V), S)
     attrs = [
-        _attributes(problems[i], processes, opts[j], steps, eig_k, eig_every, chunk, eigs_at)
+        _attributes(problems[i], processes, opts[j], steps, eig_k, eig_every, chunk, settings)
         for i, j in zip(s_idx, v_idx, strict=True)
     ]
     paths = None

@@ -137,3 +137,23 @@ def test_unconverged_sdcp_is_reported():
         _report([fo.CentralFlow()], ds)
     with pytest.raises(RuntimeError, match="did not converge at 2 steps"):
         _report([fo.CentralFlow()], ds, throw=True)
+
+
+def test_eigs_at_picks_where_gd_is_observed_and_bad_settings_are_named():
+    p = fo.problems.mlp_regression(width=8, n=32)
+    runs = {}
+    for where, seen in (("midpoint", [False, True]), ("iterate", [True, False]), ("both", [1, 1])):
+        ds = fo.simulate(p, lr=0.1, steps=6, flows=("gd",), eigs_at=where, progress=False)
+        got = [bool(np.isfinite(ds.sharpness.sel(flow=f)).all()) for f in ("gd", "midpoint")]
+        assert got == [bool(s) for s in seen], where
+        assert [int(ds.n_hvp_observe.sel(flow=f)) > 0 for f in ("gd", "midpoint")] == got
+        assert ds.attrs["eigs_at"] == where and ds.attrs["eig_tol"] == 1e-2
+        runs[where] = ds
+    # Each point is observed on its own: observing both changes neither.
+    for f in ("gd", "midpoint"):
+        alone = runs["iterate" if f == "gd" else "midpoint"]
+        np.testing.assert_allclose(runs["both"].eigs.sel(flow=f), alone.eigs.sel(flow=f), 1e-6)
+    with pytest.raises(ValueError, match="eigs_at must be one of 'midpoint'"):
+        fo.simulate(p, lr=0.1, steps=2, eigs_at="centre")
+    with pytest.raises(ValueError, match="eig_tol must be a number"):
+        fo.simulate(p, lr=0.1, steps=2, eig_tol=0.0)
