@@ -54,11 +54,10 @@ def observe_eigs(
     Each point starts from the Ritz pairs within the first k columns of its basis U (k
     HVPs). Where a pair's residual ‖Hu − θu‖ is above `tol`·|θ₁|, it takes one LOBPCG
     step on all b ≥ k columns (the guards' HVPs, then 2b) with its direction P; where
-    that leaves a residual above
-    `fallback_tol`·|θ₁|, it goes on stepping until all k are below `tol` (a full solve,
-    counted in `fell_back`). The starts are one vmapped program for all points; steps
-    run one point at a time, so no point pays for another's. Non-finite points give NaN
-    and keep their warm start.
+    that leaves a residual above `fallback_tol`·|θ₁|, it goes on stepping until all k are
+    below `tol`/10 (a full solve, counted in `fell_back`). The starts are one vmapped
+    program for all points; steps run one point at a time, so no point pays for
+    another's. Non-finite points give NaN and keep their warm start.
 
     `scales` s (one per point) gives the eigenvalues of diag(s) H diag(s) instead: the
     Hessian of z ↦ L(s ⊙ z) at z = w/s. With s = √P⁻¹ these are the preconditioned
@@ -122,9 +121,10 @@ def observe_eigs(
                     t, x, hx = lax.cond(first, with_guards, lambda x: (t, x, hx), x)
                 t, x, hx, p = lobpcg_step(g, w, t, x, hx, P[i], data)
                 # After its one step a point is done below `fallback_tol`; beyond that
-                # (a fallback) it goes on to `tol`, so that its next start is good.
+                # (a fallback) it goes on to a tenth of `tol`: a full solve, which also
+                # makes its next start good.
                 fell = fell.at[i].set(fell[i] | (first & unconverged(t, x, hx, fallback_tol)))
-                todo = todo.at[i].set(unconverged(t, x, hx, tol) & (fell[i] | ~first))
+                todo = todo.at[i].set(unconverged(t, x, hx, 0.1 * tol) & (fell[i] | ~first))
                 return (
                     todo,
                     iters.at[i].add(1),

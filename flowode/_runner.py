@@ -98,7 +98,8 @@ def start(
         carry, counts = process.start(f, w0, opt, data)
         procs.append(ProcessState(carry, jnp.stack([_int(c) for c in counts]), _int(0), _int(-1)))
     L = len(settings.labels)
-    U0 = initial_basis(w0.shape[0], settings.eig_k + settings.guards, w0.dtype)
+    b = min(settings.eig_k + settings.guards, w0.shape[0])  # guards only where they fit
+    U0 = initial_basis(w0.shape[0], b, w0.dtype)
     basis = jnp.broadcast_to(U0, (L, 2, *U0.shape))
     zeros = jnp.zeros((L,), jnp.int32)
     pbasis = pdirection = None
