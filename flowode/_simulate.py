@@ -47,7 +47,7 @@ SDCP_WARN = 1e-3
 # The eigen-observer (`_observe`): a reported Ritz pair whose residual ‖Hu − θu‖ is above
 # EIG_TOL·|θ₁| takes a LOBPCG step, and one still above FALLBACK_TOL·|θ₁| after it goes
 # on to a full solve; GUARDS more eigenvectors are followed than reported. Chosen by
-# measurement (benchmarks/README.md, "Observation"): eigenvalues to about 1e-4.
+# measurement (benchmarks/README.md, "Observation"): eigenvalues to 1e-4 to 1e-3.
 EIG_TOL = 1e-2
 FALLBACK_TOL = 1e-1
 GUARDS = 1
@@ -184,8 +184,8 @@ def simulate(
     oscillates with them) or "both". The label not observed has NaN eigenvalues. Each
     observed point costs about 3·eig_k HVPs per step or less (benchmarks/README.md,
     "Observation"). `eig_tol`: the Ritz residual ‖Hu − θu‖/|θ₁| above which the observer
-    refines; the default, 1e-2, keeps eigenvalues to about 1e-4 relative (a few 1e-4
-    for the lower ones of a cluster); a smaller one buys accuracy with HVPs.
+    refines; the default, 1e-2, keeps eigenvalues to 1e-4 to 1e-3 relative, and a
+    smaller one buys accuracy with HVPs (3e-3: about 1e-6 at 1.7× the HVPs).
 
     `devices`: run data-parallel over these devices: every array of the problem's data
     is split along its leading (batch) axis, the rest replicated, and XLA partitions the
