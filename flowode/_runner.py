@@ -210,24 +210,21 @@ def _row(settings: Settings, f, state: RunState, opt, data, eig_every, k):
     basis, direction = tracks.basis, tracks.direction
     n_hvp, n_fallback = tracks.n_hvp, tracks.n_fallback
     nan = jnp.full((eig_k,), jnp.nan, points.dtype)
-    eigs = jnp.stack([nan] * len(labels))
-    if observed:
-        idx = jnp.asarray(observed)
-        sub = observe_eigs(
-            f,
-            points[idx],
-            basis[idx, parity],
-            direction[idx, parity],
-            data,
-            due,
-            k=eig_k,
-            tol=settings.tol,
-            fallback_tol=settings.fallback_tol,
-        )
-        basis = _tracked(basis, sub.basis, observed, parity, both)
-        direction = _tracked(direction, sub.direction, observed, parity, both)
-    else:
-        sub = EigObservation(eigs[:0], basis[:0, 0], basis[:0, 0], n_hvp[:0], n_hvp[:0] > 0)
+    # GD is always observed at one of its points, so `observed` is never empty.
+    idx = jnp.asarray(observed)
+    sub = observe_eigs(
+        f,
+        points[idx],
+        basis[idx, parity],
+        direction[idx, parity],
+        data,
+        due,
+        k=eig_k,
+        tol=settings.tol,
+        fallback_tol=settings.fallback_tol,
+    )
+    basis = _tracked(basis, sub.basis, observed, parity, both)
+    direction = _tracked(direction, sub.direction, observed, parity, both)
     eigs, sub_hvp, sub_fallback = _merge(sub, observed, given, eig_k, due)
     n_hvp = n_hvp + sub_hvp
     n_fallback = n_fallback + sub_fallback.astype(jnp.int32)
